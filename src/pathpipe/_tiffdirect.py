@@ -1,0 +1,118 @@
+"""Direct decoding of tiled TIFF pyramid levels (private).
+
+For tiled TIFF-based slides (SVS, generic pyramidal TIFF, ...) the backends'
+``read_region`` spends most of its time outside the decoder: OpenSlide converts
+to premultiplied ARGB and back and builds a PIL image; tiffslide goes through
+Zarr. Here the compressed tiles covering a region are read with ``os.pread``
+(thread-safe, no shared file position) and decoded by tifffile's own decoder
+(imagecodecs: libjpeg-turbo, OpenJPEG, ...), which releases the GIL, so reads
+scale across threads.
+
+Only levels that match the backend's level exactly (same width and height,
+tiled, 8-bit RGB, contiguous samples) are served; everything else falls back
+to the backend. :func:`pathpipe.slide.open_slide` checks on each opened slide
+that the direct decoder and the backend agree on a probe region, and disables
+the direct path if they do not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TiffDirect"]
+
+
+class TiffDirect:
+    """Decode regions of the tiled levels of a TIFF file.
+
+    Parameters
+    ----------
+    path : str
+    level_dimensions : sequence of (int, int)
+        ``(width, height)`` of each level as the slide backend reports them.
+    """
+
+    def __init__(self, path: str, level_dimensions: Any) -> None:
+        import tifffile
+
+        self._tf = tifffile.TiffFile(path)
+        self._fd = os.open(path, os.O_RDONLY)
+        self.pages: dict[int, Any] = {}
+        try:
+            series = self._tf.series[0]
+            levels = series.levels
+        except Exception:  # noqa: BLE001 - a file tifffile cannot structure is just not served
+            levels = []
+        by_size = {}
+        for lv in levels:
+            page = lv.keyframe if hasattr(lv, "keyframe") else lv.pages[0]
+            if _servable(page):
+                by_size.setdefault((page.imagewidth, page.imagelength), page)
+        for i, (w, h) in enumerate(level_dimensions):
+            page = by_size.get((int(w), int(h)))
+            if page is not None:
+                # Build the decoder closure once, in this thread.
+                _ = page.decode
+                self.pages[i] = page
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._tf.close()
+
+    def serves(self, level: int) -> bool:
+        return level in self.pages
+
+    def read(self, level: int, lv_xy: tuple[int, int], size_wh: tuple[int, int]) -> np.ndarray:
+        """Region of ``level`` fully inside it, as (h, w, 3) uint8.
+
+        Missing tiles (byte count 0) are white, as the backends render them.
+        """
+        page = self.pages[level]
+        x0, y0 = lv_xy
+        w, h = size_wh
+        tw, th = page.tilewidth, page.tilelength
+        n_across = math.ceil(page.imagewidth / tw)
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        offsets = page.dataoffsets
+        counts = page.databytecounts
+        decode = page.decode
+        tables = page.jpegtables
+        for ty in range(y0 // th, (y0 + h - 1) // th + 1):
+            for tx in range(x0 // tw, (x0 + w - 1) // tw + 1):
+                index = ty * n_across + tx
+                # overlap of this tile with the requested region, in level pixels
+                ax0, ay0 = max(x0, tx * tw), max(y0, ty * th)
+                ax1, ay1 = min(x0 + w, (tx + 1) * tw), min(y0 + h, (ty + 1) * th)
+                dst = out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0]
+                count = counts[index]
+                if count == 0:
+                    dst[...] = 255
+                    continue
+                data = os.pread(self._fd, count, offsets[index])
+                tile, _, _ = decode(data, index, jpegtables=tables)
+                tile = tile.reshape(tile.shape[-3:])
+                dst[...] = tile[ay0 - ty * th : ay1 - ty * th, ax0 - tx * tw : ax1 - tx * tw, :3]
+        return out
+
+
+def _servable(page: Any) -> bool:
+    try:
+        return bool(
+            page.is_tiled
+            and page.tiledepth == 1
+            and page.imagedepth == 1
+            and page.samplesperpixel == 3
+            and not page.extrasamples
+            and page.bitspersample == 8
+            and page.planarconfig == 1  # contiguous
+            and page.photometric in (2, 6)  # RGB, YCbCr
+            and page.dtype == np.uint8
+        )
+    except AttributeError:
+        return False

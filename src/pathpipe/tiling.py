@@ -1,0 +1,543 @@
+"""Tiling: a grid of tiles at a physical resolution, QC values, chunked Zarr.
+
+Pure functions (grid, per-tile tissue fraction, pixel QC) come first; the
+path-level :func:`run_tiling` streams tiles from the slide into
+``tiles.zarr`` through a bounded pool of reader threads.
+
+Frames: ``l0_`` level-0 pixels ``(x, y)``; ``t_`` pixels at the tiling MPP;
+``m_`` pixels of the tissue mask; ``grid_rc`` ``(row, col)`` of a tile in the grid.
+
+Store layout (``tiles.zarr``, Zarr v3 group)::
+
+    tiles      (N, T, T, 3) uint8   one tile per chunk, Blosc-zstd compressed
+    l0_xy      (N, 2) int64         level-0 (x, y) of each tile's top-left corner
+    grid_rc    (N, 2) int32         (row, col) in the tiling grid
+    qc/tissue_fraction (N,) float32 fraction of the tile covered by the tissue mask
+    qc/white_fraction  (N,) float32 fraction of pixels with every channel >= 220
+    qc/grey_fraction   (N,) float32 low-chroma (max-min < 20) non-white pixels
+    qc/blur            (N,) float32 variance of the Laplacian of luma (0-255)
+    attrs["pathpipe"]               provenance, parameters, MPP and its source
+
+Tiles are in row-major grid order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pathpipe.errors import ConfigError, StorageError
+
+__all__ = [
+    "WHITE_LEVEL",
+    "TilingParams",
+    "pixel_qc",
+    "plan_runs",
+    "run_tiling",
+    "tile_grid",
+    "tiling_summary",
+    "tissue_fraction",
+]
+
+#: A pixel is "white" (glass, empty) when every channel is at least this.
+WHITE_LEVEL = 220
+#: A non-white pixel is "grey" when max - min over its channels is below this.
+GREY_CHROMA = 20
+#: Longest run of horizontally adjacent tiles read with one region request.
+MAX_RUN = 8
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """Parameters of the tiling stage (config block ``tiling:``).
+
+    Attributes
+    ----------
+    mpp : float
+        µm per pixel of the tiles (default 0.5, i.e. about 20×).
+    tile_size : int
+        Tile edge in pixels at ``mpp``.
+    overlap : int
+        Pixels shared by neighbouring tiles; the stride is ``tile_size - overlap``.
+    min_tissue_fraction : float
+        Keep tiles whose area is at least this fraction tissue (from the mask).
+    max_white_fraction : float
+        Drop tiles with a larger fraction of white pixels (1.0 keeps all).
+    min_blur : float
+        Drop tiles whose variance of Laplacian is lower (0 keeps all).
+    max_tiles : int or None
+        Keep at most this many tiles per slide, sampled with ``seed`` among those
+        passing the filters (CellFiNet: 30 tiles of 1024 px at 0.25 µm/px).
+    seed : int
+        Seed of the tile sampling.
+    workers : int or None
+        Reader threads (default: CPU count).
+    """
+
+    mpp: float = 0.5
+    tile_size: int = 256
+    overlap: int = 0
+    min_tissue_fraction: float = 0.5
+    max_white_fraction: float = 1.0
+    min_blur: float = 0.0
+    max_tiles: int | None = None
+    seed: int = 0
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.mpp > 0 and math.isfinite(self.mpp)):
+            raise ConfigError(f"tiling.mpp must be > 0, received {self.mpp!r}")
+        if not (isinstance(self.tile_size, int) and self.tile_size >= 8):
+            raise ConfigError(f"tiling.tile_size must be an integer >= 8, received {self.tile_size!r}")
+        if not (isinstance(self.overlap, int) and 0 <= self.overlap < self.tile_size):
+            raise ConfigError(
+                f"tiling.overlap must be an integer in [0, tile_size={self.tile_size}), "
+                f"received {self.overlap!r}"
+            )
+        for name in ("min_tissue_fraction", "max_white_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"tiling.{name} must be in [0, 1], received {value!r}")
+        if self.min_blur < 0:
+            raise ConfigError(f"tiling.min_blur must be >= 0, received {self.min_blur!r}")
+        if self.max_tiles is not None and not (isinstance(self.max_tiles, int) and self.max_tiles >= 1):
+            raise ConfigError(f"tiling.max_tiles must be a positive integer or null, received {self.max_tiles!r}")
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
+            raise ConfigError(f"tiling.workers must be a positive integer, received {self.workers!r}")
+
+    @property
+    def stride(self) -> int:
+        return self.tile_size - self.overlap
+
+    @property
+    def pixel_filters(self) -> bool:
+        """Whether any filter needs the tile pixels (white fraction, blur)."""
+        return self.max_white_fraction < 1.0 or self.min_blur > 0.0
+
+
+# ---------------------------------------------------------------------------
+# pure functions
+# ---------------------------------------------------------------------------
+
+
+def tile_grid(t_size_wh: tuple[int, int], *, tile_size: int, stride: int) -> np.ndarray:
+    """Row-major grid of tile origins covering an image.
+
+    A tile is placed wherever it starts inside the image; tiles crossing the
+    right or bottom edge are kept (the reader pads them with white).
+
+    Parameters
+    ----------
+    t_size_wh : (int, int)
+        Image ``(width, height)`` in pixels at the tiling resolution.
+    tile_size, stride : int
+
+    Returns
+    -------
+    grid_rc : (N, 2) int32 ndarray
+        ``(row, col)`` of each tile; its origin is ``(col * stride, row * stride)``.
+    """
+    if stride <= 0 or tile_size <= 0:
+        raise ConfigError(f"tile_size and stride must be positive, received {tile_size}, {stride}")
+    t_w, t_h = t_size_wh
+    n_cols = max(1, math.ceil(max(t_w - tile_size, 0) / stride) + 1) if t_w > 0 else 0
+    n_rows = max(1, math.ceil(max(t_h - tile_size, 0) / stride) + 1) if t_h > 0 else 0
+    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
+    return np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.int32)
+
+
+def tissue_fraction(
+    mask: np.ndarray,
+    *,
+    m_scale_xy: tuple[float, float],
+    l0_xy: np.ndarray,
+    l0_tile_wh: tuple[float, float],
+) -> np.ndarray:
+    """Fraction of each tile's area covered by the tissue mask.
+
+    Parameters
+    ----------
+    mask : (M, N) bool ndarray
+        Tissue mask covering the whole slide.
+    m_scale_xy : (float, float)
+        Level-0 pixels per mask pixel along x and y.
+    l0_xy : (K, 2) ndarray
+        Level-0 ``(x, y)`` of each tile's top-left corner.
+    l0_tile_wh : (float, float)
+        Level-0 extent of a tile.
+
+    Returns
+    -------
+    fraction : (K,) float32 ndarray in [0, 1]
+        Mask pixels are counted when their centre lies in the tile; area outside
+        the slide counts as background. A tile smaller than one mask pixel takes
+        the value of the mask pixel under its centre.
+    """
+    if mask.ndim != 2:
+        raise ConfigError(f"tissue mask must be 2-D, received shape {mask.shape}")
+    l0_xy = np.asarray(l0_xy, dtype=np.float64).reshape(-1, 2)
+    sx, sy = m_scale_xy
+    m_h, m_w = mask.shape
+    integral = np.zeros((m_h + 1, m_w + 1), dtype=np.int64)
+    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    # mask pixel i has centre (i + 0.5) * s; it is inside [a, b) iff a <= (i+.5)s < b
+    x0 = np.ceil(l0_xy[:, 0] / sx - 0.5).astype(np.int64)
+    x1 = np.ceil((l0_xy[:, 0] + l0_tile_wh[0]) / sx - 0.5).astype(np.int64)
+    y0 = np.ceil(l0_xy[:, 1] / sy - 0.5).astype(np.int64)
+    y1 = np.ceil((l0_xy[:, 1] + l0_tile_wh[1]) / sy - 0.5).astype(np.int64)
+    area = (x1 - x0) * (y1 - y0)
+    cx0, cx1 = np.clip(x0, 0, m_w), np.clip(x1, 0, m_w)
+    cy0, cy1 = np.clip(y0, 0, m_h), np.clip(y1, 0, m_h)
+    inside = integral[cy1, cx1] - integral[cy0, cx1] - integral[cy1, cx0] + integral[cy0, cx0]
+    out = np.zeros(len(l0_xy), dtype=np.float32)
+    big = area > 0
+    out[big] = inside[big] / area[big]
+    if (~big).any():
+        cx = np.floor((l0_xy[~big, 0] + l0_tile_wh[0] / 2) / sx).astype(np.int64)
+        cy = np.floor((l0_xy[~big, 1] + l0_tile_wh[1] / 2) / sy).astype(np.int64)
+        ok = (cx >= 0) & (cx < m_w) & (cy >= 0) & (cy < m_h)
+        vals = np.zeros(len(cx), dtype=np.float32)
+        vals[ok] = mask[cy[ok], cx[ok]]
+        out[~big] = vals
+    return out
+
+
+def pixel_qc(tile: np.ndarray) -> tuple[float, float, float]:
+    """QC values of one tile.
+
+    Parameters
+    ----------
+    tile : (T, T, 3) uint8 ndarray
+
+    Returns
+    -------
+    white_fraction : float
+        Fraction of pixels whose every channel is >= :data:`WHITE_LEVEL`.
+    grey_fraction : float
+        Fraction of non-white pixels with chroma ``max - min`` < :data:`GREY_CHROMA`
+        (pen-free grey: dust, folds, out-of-focus debris).
+    blur : float
+        Variance of the 4-neighbour Laplacian of 8-bit luma (ITU-R BT.601);
+        low values mean a blurred or empty tile (Pech-Pacheco et al., 2000).
+    """
+    r, g, b = np.ascontiguousarray(tile.transpose(2, 0, 1))  # planar is ~10x faster here
+    mn = np.minimum(np.minimum(r, g), b)
+    mx = np.maximum(np.maximum(r, g), b)
+    white = mn >= WHITE_LEVEL
+    n_white = int(np.count_nonzero(white))
+    n_grey = int(np.count_nonzero(((mx - mn) < GREY_CHROMA) & ~white))
+    n = mn.size
+    # BT.601 luma as 8-bit grey, (77 R + 150 G + 29 B) >> 8 (max 65280 fits uint16)
+    luma = ((r * np.uint16(77) + g * np.uint16(150) + b * np.uint16(29)) >> 8).astype(np.int16)
+    lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
+    if lap.size:
+        m = lap.size
+        s1 = float(lap.sum(dtype=np.int64))
+        lap32 = lap.astype(np.int32)
+        s2 = float(np.dot(lap32.ravel(), lap32.ravel()))
+        blur = s2 / m - (s1 / m) ** 2
+    else:
+        blur = 0.0
+    return n_white / n, n_grey / n, blur
+
+
+def plan_runs(grid_rc: np.ndarray, *, max_run: int = MAX_RUN) -> list[np.ndarray]:
+    """Group tiles into runs of horizontally adjacent tiles in one row.
+
+    Parameters
+    ----------
+    grid_rc : (K, 2) int ndarray
+        Tiles in row-major order.
+
+    Returns
+    -------
+    list of (n,) int ndarray
+        Indices into ``grid_rc``; each run has at most ``max_run`` tiles of one
+        row with consecutive columns, and runs follow the input order.
+    """
+    runs: list[np.ndarray] = []
+    if len(grid_rc) == 0:
+        return runs
+    rows, cols = grid_rc[:, 0], grid_rc[:, 1]
+    brk = np.flatnonzero((np.diff(rows) != 0) | (np.diff(cols) != 1)) + 1
+    for seg in np.split(np.arange(len(grid_rc)), brk):
+        for start in range(0, len(seg), max_run):
+            runs.append(seg[start : start + max_run])
+    return runs
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], *, ahead: int
+) -> Iterator[R]:
+    """Like ``pool.map`` but with at most ``ahead`` results in flight (bounded memory)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------------------
+# path-level
+# ---------------------------------------------------------------------------
+
+
+class _TileReader:
+    """Reads runs of tiles at the tiling MPP from one slide."""
+
+    def __init__(self, slide: Any, params: TilingParams) -> None:
+        self.slide = slide
+        self.params = params
+        self.mpp = params.mpp
+        self.l0_step_x = params.stride * params.mpp / slide.info.mpp.x
+        self.l0_step_y = params.stride * params.mpp / slide.info.mpp.y
+
+    def l0_origin(self, grid_rc: np.ndarray) -> np.ndarray:
+        """Level-0 (x, y) origin of tiles, rounded to whole pixels."""
+        x = np.round(grid_rc[:, 1] * self.l0_step_x)
+        y = np.round(grid_rc[:, 0] * self.l0_step_y)
+        return np.stack([x, y], axis=1).astype(np.int64)
+
+    def read_run(self, grid_rc: np.ndarray) -> np.ndarray:
+        """Tiles of one run (same row, consecutive columns) as (n, T, T, 3) uint8."""
+        p = self.params
+        n = len(grid_rc)
+        t_w = (n - 1) * p.stride + p.tile_size
+        l0_xy = self.l0_origin(grid_rc[:1])[0]
+        strip = self.slide.read_region_at_mpp((int(l0_xy[0]), int(l0_xy[1])), (t_w, p.tile_size), p.mpp)
+        out = np.empty((n, p.tile_size, p.tile_size, 3), dtype=np.uint8)
+        for i in range(n):
+            out[i] = strip[:, i * p.stride : i * p.stride + p.tile_size]
+        return out
+
+
+def run_tiling(
+    slide_path: str | os.PathLike[str],
+    *,
+    mask_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    params: TilingParams | None = None,
+    backend: str = "auto",
+    slide_mpp: float | None = None,
+    slide_mpp_source: str = "override",
+    checksum: bool = True,
+) -> dict[str, Any]:
+    """Tile a slide into ``tiles.zarr``.
+
+    Parameters
+    ----------
+    slide_path : path-like
+    mask_path : path-like
+        Tissue mask PNG covering the whole slide (from :func:`pathpipe.tissue.run_tissue`).
+    out_path : path-like
+        The ``tiles.zarr`` directory to write (atomically replaced).
+    params : TilingParams
+    backend, slide_mpp, slide_mpp_source
+        Passed to :func:`pathpipe.slide.open_slide`.
+    checksum : bool
+        Record the SHA-256 of the slide file in the provenance.
+
+    Returns
+    -------
+    dict
+        The provenance/summary record stored in ``attrs["pathpipe"]``.
+    """
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from pathpipe.slide import open_slide
+    from pathpipe.storage import ChunkWriter, atomic_dir, provenance, source_record
+    from pathpipe.tissue import load_mask
+
+    params = params or TilingParams()
+    workers = params.workers or os.cpu_count() or 1
+    mask = load_mask(mask_path)
+
+    with open_slide(slide_path, backend=backend, mpp=slide_mpp, mpp_source=slide_mpp_source) as slide:
+        info = slide.info
+        l0_w, l0_h = info.dimensions
+        m_scale = (l0_w / mask.shape[1], l0_h / mask.shape[0])
+        t_size = slide.size_at_mpp(params.mpp)
+        grid = tile_grid(t_size, tile_size=params.tile_size, stride=params.stride)
+        reader = _TileReader(slide, params)
+        l0_tile_wh = slide.l0_extent((params.tile_size, params.tile_size), params.mpp)
+        l0_all = reader.l0_origin(grid)
+        tf_all = tissue_fraction(mask, m_scale_xy=m_scale, l0_xy=l0_all, l0_tile_wh=l0_tile_wh)
+        cand = np.flatnonzero(tf_all >= params.min_tissue_fraction)
+        n_grid, n_candidates = len(grid), len(cand)
+
+        def read_and_qc(run: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            tiles = reader.read_run(grid[run])
+            qc = np.array([pixel_qc(t) for t in tiles], dtype=np.float32).reshape(-1, 3)
+            keep = np.ones(len(run), dtype=bool)
+            if params.max_white_fraction < 1.0:
+                keep &= qc[:, 0] <= params.max_white_fraction
+            if params.min_blur > 0.0:
+                keep &= qc[:, 2] >= params.min_blur
+            return tiles[keep], qc[keep], run[keep]
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            if params.max_tiles is not None and params.max_tiles < n_candidates:
+                cand = _sample_candidates(
+                    cand, params=params, pool=pool, check=read_and_qc if params.pixel_filters else None
+                )
+            runs = [cand[r] for r in plan_runs(grid[cand])]
+
+            level, _ = slide.plan_read((params.tile_size, params.tile_size), params.mpp)
+            record = provenance(
+                stage="tiling",
+                params=asdict(params),
+                source=source_record(info.path, checksum=checksum),
+                slide=info.as_dict(),
+                mpp=info.mpp.as_dict(),
+                backend=info.backend,
+                decoder=slide.decoder,
+                level_read=level,
+                level_mpp=list(info.level_mpp(level)),
+                l0_tile_size=list(l0_tile_wh),
+                tissue_mask=str(Path(mask_path).resolve()),
+                n_grid=n_grid,
+                n_candidates=n_candidates,
+            )
+
+            with atomic_dir(out_path) as tmp:
+                root = zarr.open_group(str(tmp), mode="w")
+                T = params.tile_size
+                tiles_arr = root.create_array(
+                    "tiles",
+                    shape=(len(cand), T, T, 3),
+                    chunks=(1, T, T, 3),
+                    dtype="uint8",
+                    compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+                    chunk_key_encoding={"name": "default", "separator": "."},
+                    dimension_names=("tile", "row", "col", "channel"),
+                )
+                writer = ChunkWriter(tiles_arr, tmp / "tiles")
+
+                # Position of each run's first tile among the candidates: workers
+                # write chunk files at candidate positions; when pixel filters drop
+                # tiles the main thread renumbers the kept ones in grid order.
+                starts = np.cumsum([0] + [len(r) for r in runs[:-1]])
+
+                def work(job: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    start, run = job
+                    tiles, qc, idx = read_and_qc(run)
+                    pos = start + np.flatnonzero(np.isin(run, idx))
+                    for p, t in zip(pos, tiles, strict=True):
+                        writer.write(int(p), writer.encode(t[None]))
+                    return qc, idx, pos
+
+                n = 0
+                kept_idx: list[np.ndarray] = []
+                qc_rows: list[np.ndarray] = []
+                jobs = zip(starts.tolist(), runs, strict=True)
+                for qc, idx, pos in ordered_map(pool, work, jobs, ahead=3 * workers):
+                    for p in pos:
+                        writer.move(int(p), n)
+                        n += 1
+                    kept_idx.append(idx)
+                    qc_rows.append(qc)
+                if n != len(cand):
+                    tiles_arr.resize((n, T, T, 3))
+                idx_all = _concat_or_empty(kept_idx, (0,), np.int64)
+                qc_all = _concat_or_empty(qc_rows, (0, 3), np.float32)
+                root.create_array("l0_xy", data=np.ascontiguousarray(l0_all[idx_all], dtype=np.int64))
+                root.create_array("grid_rc", data=np.ascontiguousarray(grid[idx_all], dtype=np.int32))
+                qcg = root.create_group("qc")
+                qcg.create_array("tissue_fraction", data=np.ascontiguousarray(tf_all[idx_all]))
+                qcg.create_array("white_fraction", data=np.ascontiguousarray(qc_all[:, 0]))
+                qcg.create_array("grey_fraction", data=np.ascontiguousarray(qc_all[:, 1]))
+                qcg.create_array("blur", data=np.ascontiguousarray(qc_all[:, 2]))
+                record.update(n_tiles=n, complete=True)
+                root.attrs["pathpipe"] = record
+    return record
+
+
+def _concat_or_empty(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    if not parts:
+        return np.zeros(empty_shape, dtype=dtype)
+    return np.ascontiguousarray(np.concatenate(parts).astype(dtype, copy=False))
+
+
+def _sample_candidates(
+    cand: np.ndarray,
+    *,
+    params: TilingParams,
+    pool: ThreadPoolExecutor,
+    check: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+) -> np.ndarray:
+    """Seeded choice of ``params.max_tiles`` candidates, returned in grid order.
+
+    Candidates are visited in a seeded random order; when pixel filters are on,
+    each visited tile is read and checked (its pixels are discarded) until
+    enough pass, so the cap is met whenever enough tiles pass.
+    """
+    rng = np.random.default_rng(params.seed)
+    order = cand[rng.permutation(len(cand))]
+    k = int(params.max_tiles)  # type: ignore[arg-type]
+    if check is None:
+        return np.sort(order[:k])
+    chosen: list[int] = []
+    batch = max(k, 8)
+    for start in range(0, len(order), batch):
+        part = order[start : start + batch]
+        results = ordered_map(pool, check, [part[i : i + 1] for i in range(len(part))], ahead=8)
+        for _, _, idx in results:
+            chosen.extend(int(i) for i in idx)
+        if len(chosen) >= k:
+            break
+    return np.sort(np.asarray(chosen[:k], dtype=np.int64))
+
+
+def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
+    """One row per ``tiles.zarr``: counts, MPP and its source, QC means.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    from pathpipe.storage import open_store
+
+    rows = []
+    for path in stores:
+        root = open_store(path, stage="tiling")
+        meta = root.attrs["pathpipe"]
+        p = meta["params"]
+        qc = {k: np.asarray(root["qc"][k]) for k in ("tissue_fraction", "white_fraction", "blur")}
+        n = int(meta["n_tiles"])
+        rows.append(
+            {
+                "slide": Path(path).parent.name,
+                "source": Path(meta["source"]["path"]).name,
+                "backend": meta["backend"],
+                "slide_mpp": round(meta["mpp"]["x"], 4),
+                "mpp_source": meta["mpp"]["source"],
+                "tile_mpp": p["mpp"],
+                "tile_size": p["tile_size"],
+                "level_read": meta["level_read"],
+                "grid_tiles": meta["n_grid"],
+                "tissue_tiles": meta["n_candidates"],
+                "tiles": n,
+                "mean_tissue_fraction": round(float(qc["tissue_fraction"].mean()), 3) if n else None,
+                "mean_white_fraction": round(float(qc["white_fraction"].mean()), 3) if n else None,
+                "median_blur": round(float(np.median(qc["blur"])), 1) if n else None,
+            }
+        )
+    if not rows:
+        raise StorageError("tiling summary: no tiles.zarr stores were given")
+    return pd.DataFrame(rows)
