@@ -32,7 +32,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def scene(width: int, height: int, *, seed: int = 0, tissue_box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def scene(
+    width: int,
+    height: int,
+    *,
+    seed: int = 0,
+    tissue_box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
     """An H&E-coloured textured rectangle on white glass, (height, width, 3) uint8.
 
     ``tissue_box`` is (x0, y0, x1, y1) as fractions of the image; default the
@@ -45,7 +51,12 @@ def scene(width: int, height: int, *, seed: int = 0, tissue_box: tuple[float, fl
     c0, c1 = round(x0 * width), round(x1 * width)
     yy, xx = np.mgrid[r0:r1, c0:c1]
     base = np.stack(
-        [200 + 25 * np.sin(xx / 9.0), 120 + 30 * np.cos(yy / 7.0), 180 + 20 * np.sin((xx + yy) / 13.0)], axis=-1
+        [
+            200 + 25 * np.sin(xx / 9.0),
+            120 + 30 * np.cos(yy / 7.0),
+            180 + 20 * np.sin((xx + yy) / 13.0),
+        ],
+        axis=-1,
     )
     noise = rng.normal(0, 6, base.shape)
     img[r0:r1, c0:c1] = np.clip(base + noise, 0, 255).astype(np.uint8)
@@ -67,10 +78,19 @@ def write_pyramid(
     with tifffile.TiffWriter(path) as tw:
         for i, d in enumerate(downsamples):
             h, w = img.shape[0] // d, img.shape[1] // d
-            level = img[: h * d, : w * d].reshape(h, d, w, d, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+            level = (
+                img[: h * d, : w * d]
+                .reshape(h, d, w, d, 3)
+                .mean(axis=(1, 3))
+                .round()
+                .astype(np.uint8)
+            )
             kw = {}
             if mpp is not None:
-                kw = {"resolution": (1e4 / (mpp * d), 1e4 / (mpp * d)), "resolutionunit": "CENTIMETER"}
+                kw = {
+                    "resolution": (1e4 / (mpp * d), 1e4 / (mpp * d)),
+                    "resolutionunit": "CENTIMETER",
+                }
             tw.write(
                 level,
                 tile=(tile, tile),

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CMU, DATA, KIDNEY, TCGA, scene, write_pyramid
 
+from conftest import CMU, DATA, KIDNEY, TCGA, scene, write_pyramid
 from pathpipe.errors import ConfigError, MissingMPPError, SlideError, SlideOpenError, SlideReadError
 from pathpipe.slide import _to_rgb, open_slide, resize_rgb
 
@@ -29,9 +29,10 @@ def test_cmu_metadata_both_backends():
 
 @pytest.mark.parametrize("path, mpp", [(CMU, None), (TCGA, 0.2527)])
 def test_backends_give_same_pixels_on_real_slides(path, mpp):
-    with open_slide(path, backend="openslide", mpp=mpp, direct=False) as a, open_slide(
-        path, backend="tiffslide", mpp=mpp, direct=False
-    ) as b:
+    with (
+        open_slide(path, backend="openslide", mpp=mpp, direct=False) as a,
+        open_slide(path, backend="tiffslide", mpp=mpp, direct=False) as b,
+    ):
         assert a.info.level_dimensions == b.info.level_dimensions
         for level in range(a.info.level_count):
             w, h = a.info.level_dimensions[level]
@@ -56,9 +57,10 @@ def test_backends_give_same_pixels_on_real_slides(path, mpp):
 @pytest.mark.parametrize("path, mpp", [(CMU, None), (TCGA, 0.2527)])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_direct_decoder_matches_backend(path, mpp, backend):
-    with open_slide(path, backend=backend, mpp=mpp) as fast, open_slide(
-        path, backend=backend, mpp=mpp, direct=False
-    ) as slow:
+    with (
+        open_slide(path, backend=backend, mpp=mpp) as fast,
+        open_slide(path, backend=backend, mpp=mpp, direct=False) as slow,
+    ):
         assert fast.decoder == "tifffile"
         assert slow.decoder == backend
         rng = np.random.default_rng(0)
@@ -67,16 +69,34 @@ def test_direct_decoder_matches_backend(path, mpp, backend):
             w, h = fast.info.level_dimensions[level]
             size = (int(rng.integers(1, min(w, 700))), int(rng.integers(1, min(h, 700))))
             sx, sy = fast.info.level_scale(level)
-            l0_xy = (int(rng.integers(0, (w - size[0]) * sx)), int(rng.integers(0, (h - size[1]) * sy)))
-            assert np.abs(fast.read_region(l0_xy, level, size).astype(int) - slow.read_region(l0_xy, level, size)).max() <= 2
+            l0_xy = (
+                int(rng.integers(0, (w - size[0]) * sx)),
+                int(rng.integers(0, (h - size[1]) * sy)),
+            )
+            assert (
+                np.abs(
+                    fast.read_region(l0_xy, level, size).astype(int)
+                    - slow.read_region(l0_xy, level, size)
+                ).max()
+                <= 2
+            )
 
 
 def test_generated_pyramid_both_backends(pyramid):
-    with open_slide(pyramid, backend="openslide") as a, open_slide(pyramid, backend="tiffslide") as b:
+    with (
+        open_slide(pyramid, backend="openslide") as a,
+        open_slide(pyramid, backend="tiffslide") as b,
+    ):
         assert a.info.vendor == "generic-tiff"
-        assert a.info.level_dimensions == b.info.level_dimensions == ((2048, 1536), (512, 384), (128, 96))
+        assert (
+            a.info.level_dimensions
+            == b.info.level_dimensions
+            == ((2048, 1536), (512, 384), (128, 96))
+        )
         assert a.mpp.x == pytest.approx(0.25) and b.mpp.x == pytest.approx(0.25)
-        np.testing.assert_array_equal(a.read_region((100, 200), 1, (300, 150)), b.read_region((100, 200), 1, (300, 150)))
+        np.testing.assert_array_equal(
+            a.read_region((100, 200), 1, (300, 150)), b.read_region((100, 200), 1, (300, 150))
+        )
 
 
 def test_missing_mpp_is_an_error_unless_given():
@@ -108,13 +128,17 @@ def test_auto_falls_back_to_tiffslide_for_plain_tiff():
     with open_slide(KIDNEY, mpp=0.5) as s:
         assert s.info.backend == "tiffslide"
         assert s.dimensions == (1493, 901)
-    with pytest.raises(SlideOpenError, match="kidney-48-5.tif"):
+    with pytest.raises(SlideOpenError, match=r"kidney-48-5\.tif"):
         open_slide(KIDNEY, backend="openslide", mpp=0.5)
 
 
 @pytest.mark.parametrize(
     "name, cause",
-    [("unopenable.tiff", "52479"), ("broken.svs", "not a TIFF file"), ("unreadable.svs", "Bogus marker")],
+    [
+        ("unopenable.tiff", "52479"),
+        ("broken.svs", "not a TIFF file"),
+        ("unreadable.svs", "Bogus marker"),
+    ],
 )
 def test_unopenable_files_raise_slide_open_error(name, cause):
     with pytest.raises(SlideOpenError) as err:
@@ -123,7 +147,9 @@ def test_unopenable_files_raise_slide_open_error(name, cause):
 
 
 def test_corrupt_tile_data_is_caught_when_opening():
-    with pytest.raises(SlideOpenError, match=r"unreadable\.svs.*cannot be decoded.*Bogus marker length"):
+    with pytest.raises(
+        SlideOpenError, match=r"unreadable\.svs.*cannot be decoded.*Bogus marker length"
+    ):
         open_slide(DATA / "unreadable.svs")
 
 
@@ -203,7 +229,10 @@ def test_resize_rgb_antialiases():
     small = resize_rgb(stripes, (16, 16))
     assert small.shape == (16, 16, 3)
     # nearest-neighbour would give all 0 or all 255; a low-pass gives mid-grey
-    assert abs(float(small.mean()) - 127.5) < 3 and np.abs(small[2:-2, 2:-2].astype(int) - 128).max() <= 3
+    assert (
+        abs(float(small.mean()) - 127.5) < 3
+        and np.abs(small[2:-2, 2:-2].astype(int) - 128).max() <= 3
+    )
     assert resize_rgb(stripes, (64, 64)) is stripes
 
 
@@ -217,7 +246,9 @@ def test_thumbnail_and_dask(pyramid):
         lazy = s.to_dask(1, chunk=200)
         assert lazy.shape == (384, 512, 3) and lazy.chunks[0] == (200, 184)
         np.testing.assert_array_equal(lazy.compute(), s.read_region((0, 0), 1, (512, 384)))
-        np.testing.assert_array_equal(lazy[100:250, 190:410].compute(), s.read_region((760, 400), 1, (220, 150)))
+        np.testing.assert_array_equal(
+            lazy[100:250, 190:410].compute(), s.read_region((760, 400), 1, (220, 150))
+        )
 
 
 def test_anisotropic_mpp_and_non_jpeg(tmp_path):

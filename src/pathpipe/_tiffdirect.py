@@ -45,7 +45,7 @@ class TiffDirect:
         try:
             series = self._tf.series[0]
             levels = series.levels
-        except Exception:  # noqa: BLE001 - a file tifffile cannot structure is just not served
+        except Exception:
             levels = []
         by_size = {}
         for lv in levels:

@@ -29,7 +29,9 @@ def _threshold(value: str) -> str | float:
     try:
         return float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'otsu' or a number in [0, 1], got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 'otsu' or a number in [0, 1], got {value!r}"
+        ) from None
 
 
 def _optional_int(value: str) -> int | None:
@@ -87,21 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", required=True, type=Path, help="output mask PNG")
     p.add_argument("--overlay", required=True, type=Path, help="output overlay PNG")
     p.add_argument("--qc", required=True, type=Path, help="output QC JSON")
-    p.add_argument("--detection-mpp", type=float, default=8.0, help="µm/px of detection (default: %(default)s)")
-    p.add_argument("--threshold", type=_threshold, default="otsu", help="'otsu' or saturation in [0,1]")
+    p.add_argument(
+        "--detection-mpp", type=float, default=8.0, help="µm/px of detection (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threshold", type=_threshold, default="otsu", help="'otsu' or saturation in [0,1]"
+    )
     p.add_argument("--median-um", type=float, default=40.0, help="median filter window, µm")
     p.add_argument("--closing-um", type=float, default=32.0, help="closing disk radius, µm")
-    p.add_argument("--min-region-um2", type=float, default=50_000.0, help="smallest tissue region, µm²")
+    p.add_argument(
+        "--min-region-um2", type=float, default=50_000.0, help="smallest tissue region, µm²"
+    )
     p.add_argument("--no-fill-holes", action="store_true", help="keep holes inside tissue")
     p.set_defaults(func=_cmd_tissue)
 
     # tiling ----------------------------------------------------------------
     p = sub.add_parser("tiling", help="tile a slide into tiles.zarr")
     _add_slide_options(p)
-    p.add_argument("--tissue-mask", required=True, type=Path, help="mask PNG from 'pathpipe tissue'")
+    p.add_argument(
+        "--tissue-mask", required=True, type=Path, help="mask PNG from 'pathpipe tissue'"
+    )
     p.add_argument("--out", required=True, type=Path, help="output tiles.zarr directory")
-    p.add_argument("--mpp", type=float, default=0.5, help="µm/px of the tiles (default: %(default)s)")
-    p.add_argument("--tile-size", type=int, default=256, help="tile edge in px (default: %(default)s)")
+    p.add_argument(
+        "--mpp", type=float, default=0.5, help="µm/px of the tiles (default: %(default)s)"
+    )
+    p.add_argument(
+        "--tile-size", type=int, default=256, help="tile edge in px (default: %(default)s)"
+    )
     p.add_argument("--overlap", type=int, default=0, help="overlap in px (default: %(default)s)")
     p.add_argument("--min-tissue-fraction", type=float, default=0.5)
     p.add_argument("--max-white-fraction", type=float, default=1.0)
@@ -122,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = p.add_subparsers(dest="synthetic_command", metavar="WHAT", required=True)
     q = ssub.add_parser("slide", help="one pyramidal TIFF slide + ground-truth nuclei table")
     q.add_argument("--out", required=True, type=Path)
-    q.add_argument("--class", dest="slide_class", required=True, help="nuclear class preset: low or high")
+    q.add_argument(
+        "--class", dest="slide_class", required=True, help="nuclear class preset: low or high"
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--width", type=int, default=4096)
     q.add_argument("--height", type=int, default=4096)
@@ -234,7 +250,11 @@ def _cmd_synthetic_slide(args: argparse.Namespace) -> None:
     from pathpipe.synthetic import SyntheticSlideSpec, write_slide
 
     spec = SyntheticSlideSpec(
-        width=args.width, height=args.height, mpp=args.mpp, slide_class=args.slide_class, seed=args.seed
+        width=args.width,
+        height=args.height,
+        mpp=args.mpp,
+        slide_class=args.slide_class,
+        seed=args.seed,
     )
     path = write_slide(args.out, spec, workers=args.workers)
     log.info("synthetic slide written: %s", path)
@@ -246,7 +266,9 @@ def _cmd_synthetic_cohort(args: argparse.Namespace) -> None:
 
     if args.n_per_class < 1:
         raise ConfigError(f"--n-per-class must be >= 1, received {args.n_per_class}")
-    sheet = write_cohort(args.out_dir, n_per_class=args.n_per_class, size=args.size, mpp=args.mpp, seed=args.seed)
+    sheet = write_cohort(
+        args.out_dir, n_per_class=args.n_per_class, size=args.size, mpp=args.mpp, seed=args.seed
+    )
     if args.sheet is not None:
         with atomic_file(args.sheet) as tmp:
             sheet.to_csv(tmp, sep="\t", index=False)

@@ -240,7 +240,10 @@ class Slide:
         out = np.full((lv_h, lv_w, 3), 255, dtype=np.uint8)
         if out_of_bounds:
             return out
-        inner_l0 = (round(ix0 * sx) if ix0 != lv_x0 else l0_x, round(iy0 * sy) if iy0 != lv_y0 else l0_y)
+        inner_l0 = (
+            round(ix0 * sx) if ix0 != lv_x0 else l0_x,
+            round(iy0 * sy) if iy0 != lv_y0 else l0_y,
+        )
         part = self._read_raw(inner_l0, level, (ix1 - ix0, iy1 - iy0))
         out[iy0 - lv_y0 : iy1 - lv_y0, ix0 - lv_x0 : ix1 - lv_x0] = part
         return out
@@ -254,21 +257,23 @@ class Slide:
             return self._read_backend(l0_xy, level, size_wh)
         except SlideReadError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a slide read error
+        except Exception as exc:
             raise SlideReadError(
                 self.info.path,
                 f"cannot decode region at level-0 {tuple(l0_xy)}, level {level}, "
                 f"size {tuple(size_wh)}: {type(exc).__name__}: {exc}",
             ) from exc
 
-    def _read_backend(self, l0_xy: tuple[int, int], level: int, size_wh: tuple[int, int]) -> np.ndarray:
+    def _read_backend(
+        self, l0_xy: tuple[int, int], level: int, size_wh: tuple[int, int]
+    ) -> np.ndarray:
         try:
             if self.info.backend == "openslide":
                 img = self._handle.read_region(l0_xy, level, size_wh)
                 rgba = np.asarray(img)
             else:
                 rgba = self._handle.read_region(l0_xy, level, size_wh, as_array=True)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a slide read error
+        except Exception as exc:
             raise SlideReadError(
                 self.info.path,
                 f"cannot decode region at level-0 {tuple(l0_xy)}, level {level}, "
@@ -470,7 +475,9 @@ def open_slide(
         Unknown ``backend`` or invalid ``mpp``.
     """
     if backend not in BACKENDS:
-        raise ConfigError(f"slide backend must be one of {', '.join(BACKENDS)}; received {backend!r}")
+        raise ConfigError(
+            f"slide backend must be one of {', '.join(BACKENDS)}; received {backend!r}"
+        )
     if mpp is not None:
         _check_positive("slide mpp", mpp)
         if not MPP_PLAUSIBLE_RANGE[0] <= mpp <= MPP_PLAUSIBLE_RANGE[1]:
@@ -516,7 +523,7 @@ def _make_direct(slide: Slide) -> Any:
     info = slide.info
     try:
         direct = TiffDirect(info.path, info.level_dimensions)
-    except Exception:  # noqa: BLE001 - not a TIFF tifffile understands: use the backend
+    except Exception:
         return None
     if not direct.pages:
         direct.close()
@@ -533,7 +540,7 @@ def _make_direct(slide: Slide) -> Any:
         try:
             ours = direct.read(level, lv_xy, (w, h))
             theirs = slide._read_backend(l0_xy, level, (w, h))
-        except Exception:  # noqa: BLE001 - let the backend report its own errors later
+        except Exception:
             del direct.pages[level]
             continue
         if np.abs(ours.astype(np.int16) - theirs).max() > _PROBE_TOLERANCE:
@@ -570,9 +577,7 @@ def _open_handle(path: str, backend: str) -> tuple[Any, str, str | None]:
                 return openslide.OpenSlide(path), "openslide", None
             except openslide.OpenSlideUnsupportedFormatError as exc:
                 if backend == "openslide":
-                    raise SlideOpenError(
-                        path, f"openslide cannot open this format: {exc}"
-                    ) from exc
+                    raise SlideOpenError(path, f"openslide cannot open this format: {exc}") from exc
                 first_cause = f"openslide: {exc}"
             except (openslide.OpenSlideError, OSError) as exc:
                 if backend == "openslide":
@@ -584,20 +589,22 @@ def _open_handle(path: str, backend: str) -> tuple[Any, str, str | None]:
         import tiffslide
 
         return tiffslide.TiffSlide(path), "tiffslide", first_cause
-    except Exception as exc:  # noqa: BLE001 - tifffile/zarr raise many types
+    except Exception as exc:
         cause = f"tiffslide: {type(exc).__name__}: {exc}"
         if first_cause:
             cause = f"{first_cause}; {cause}"
         raise SlideOpenError(path, f"unsupported or corrupt slide ({cause})") from exc
 
 
-def _make_info(handle: Any, backend: str, path: str, *, mpp: float | None, mpp_source: str) -> SlideInfo:
+def _make_info(
+    handle: Any, backend: str, path: str, *, mpp: float | None, mpp_source: str
+) -> SlideInfo:
     try:
         props = dict(handle.properties)
         dims = tuple(int(v) for v in handle.dimensions)
         level_dims = tuple(tuple(int(v) for v in d) for d in handle.level_dimensions)
         downs = tuple(float(d) for d in handle.level_downsamples)
-    except Exception as exc:  # noqa: BLE001 - lazy metadata parsing of a corrupt file
+    except Exception as exc:
         raise SlideOpenError(
             path, f"{backend} cannot read the slide structure: {type(exc).__name__}: {exc}"
         ) from exc

@@ -113,7 +113,9 @@ def atomic_file(final: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     if not tmp.exists():
-        raise StorageError(f"writing {str(final)!r}: the temporary file {str(tmp)!r} was never written")
+        raise StorageError(
+            f"writing {str(final)!r}: the temporary file {str(tmp)!r} was never written"
+        )
     os.replace(tmp, final)
 
 
@@ -151,7 +153,7 @@ def open_store(path: str | os.PathLike[str], *, stage: str | None = None) -> Any
         raise StorageError(f"store {str(p)!r} does not exist")
     try:
         group = zarr.open_group(str(p), mode="r")
-    except Exception as exc:  # noqa: BLE001 - zarr raises several types
+    except Exception as exc:
         raise StorageError(f"store {str(p)!r} is not a readable Zarr group: {exc}") from exc
     meta = group.attrs.get("pathpipe")
     if not isinstance(meta, dict) or not meta.get("complete"):

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.slide import resize_rgb
 
 __all__ = [
     "WHITE_LEVEL",
@@ -99,7 +100,9 @@ class TilingParams:
         if not (self.mpp > 0 and math.isfinite(self.mpp)):
             raise ConfigError(f"tiling.mpp must be > 0, received {self.mpp!r}")
         if not (isinstance(self.tile_size, int) and self.tile_size >= 8):
-            raise ConfigError(f"tiling.tile_size must be an integer >= 8, received {self.tile_size!r}")
+            raise ConfigError(
+                f"tiling.tile_size must be an integer >= 8, received {self.tile_size!r}"
+            )
         if not (isinstance(self.overlap, int) and 0 <= self.overlap < self.tile_size):
             raise ConfigError(
                 f"tiling.overlap must be an integer in [0, tile_size={self.tile_size}), "
@@ -111,10 +114,16 @@ class TilingParams:
                 raise ConfigError(f"tiling.{name} must be in [0, 1], received {value!r}")
         if self.min_blur < 0:
             raise ConfigError(f"tiling.min_blur must be >= 0, received {self.min_blur!r}")
-        if self.max_tiles is not None and not (isinstance(self.max_tiles, int) and self.max_tiles >= 1):
-            raise ConfigError(f"tiling.max_tiles must be a positive integer or null, received {self.max_tiles!r}")
+        if self.max_tiles is not None and not (
+            isinstance(self.max_tiles, int) and self.max_tiles >= 1
+        ):
+            raise ConfigError(
+                f"tiling.max_tiles must be a positive integer or null, received {self.max_tiles!r}"
+            )
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
-            raise ConfigError(f"tiling.workers must be a positive integer, received {self.workers!r}")
+            raise ConfigError(
+                f"tiling.workers must be a positive integer, received {self.workers!r}"
+            )
 
     @property
     def stride(self) -> int:
@@ -312,15 +321,27 @@ class _TileReader:
         return np.stack([x, y], axis=1).astype(np.int64)
 
     def read_run(self, grid_rc: np.ndarray) -> np.ndarray:
-        """Tiles of one run (same row, consecutive columns) as (n, T, T, 3) uint8."""
+        """Tiles of one run (same row, consecutive columns) as (n, T, T, 3) uint8.
+
+        The run is read from the slide as one strip of the pyramid level; each
+        tile is then cut from the strip at the level pixels
+        :meth:`~pathpipe.slide.Slide.read_region_at_mpp` would read for it alone
+        and resized on its own, so a tile's pixels do not depend on which
+        neighbours were read with it.
+        """
         p = self.params
+        slide = self.slide
         n = len(grid_rc)
-        t_w = (n - 1) * p.stride + p.tile_size
-        l0_xy = self.l0_origin(grid_rc[:1])[0]
-        strip = self.slide.read_region_at_mpp((int(l0_xy[0]), int(l0_xy[1])), (t_w, p.tile_size), p.mpp)
+        l0_xy = self.l0_origin(grid_rc)
+        level, (lv_w, lv_h) = slide.plan_read((p.tile_size, p.tile_size), p.mpp)
+        sx, _ = slide.info.level_scale(level)
+        lv_x = np.floor(l0_xy[:, 0] / sx).astype(np.int64)
+        strip_w = int(lv_x[-1] - lv_x[0]) + lv_w
+        strip = slide.read_region((int(l0_xy[0, 0]), int(l0_xy[0, 1])), level, (strip_w, lv_h))
         out = np.empty((n, p.tile_size, p.tile_size, 3), dtype=np.uint8)
         for i in range(n):
-            out[i] = strip[:, i * p.stride : i * p.stride + p.tile_size]
+            x = int(lv_x[i] - lv_x[0])
+            out[i] = resize_rgb(strip[:, x : x + lv_w], (p.tile_size, p.tile_size))
         return out
 
 
@@ -366,7 +387,9 @@ def run_tiling(
     workers = params.workers or os.cpu_count() or 1
     mask = load_mask(mask_path)
 
-    with open_slide(slide_path, backend=backend, mpp=slide_mpp, mpp_source=slide_mpp_source) as slide:
+    with open_slide(
+        slide_path, backend=backend, mpp=slide_mpp, mpp_source=slide_mpp_source
+    ) as slide:
         info = slide.info
         l0_w, l0_h = info.dimensions
         m_scale = (l0_w / mask.shape[1], l0_h / mask.shape[0])
@@ -392,7 +415,10 @@ def run_tiling(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             if params.max_tiles is not None and params.max_tiles < n_candidates:
                 cand = _sample_candidates(
-                    cand, params=params, pool=pool, check=read_and_qc if params.pixel_filters else None
+                    cand,
+                    params=params,
+                    pool=pool,
+                    check=read_and_qc if params.pixel_filters else None,
                 )
             runs = [cand[r] for r in plan_runs(grid[cand])]
 
@@ -430,7 +456,7 @@ def run_tiling(
                 # Position of each run's first tile among the candidates: workers
                 # write chunk files at candidate positions; when pixel filters drop
                 # tiles the main thread renumbers the kept ones in grid order.
-                starts = np.cumsum([0] + [len(r) for r in runs[:-1]])
+                starts = np.cumsum([0] + [len(r) for r in runs])[:-1] if runs else np.zeros(0, int)
 
                 def work(job: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     start, run = job
@@ -454,8 +480,12 @@ def run_tiling(
                     tiles_arr.resize((n, T, T, 3))
                 idx_all = _concat_or_empty(kept_idx, (0,), np.int64)
                 qc_all = _concat_or_empty(qc_rows, (0, 3), np.float32)
-                root.create_array("l0_xy", data=np.ascontiguousarray(l0_all[idx_all], dtype=np.int64))
-                root.create_array("grid_rc", data=np.ascontiguousarray(grid[idx_all], dtype=np.int32))
+                root.create_array(
+                    "l0_xy", data=np.ascontiguousarray(l0_all[idx_all], dtype=np.int64)
+                )
+                root.create_array(
+                    "grid_rc", data=np.ascontiguousarray(grid[idx_all], dtype=np.int32)
+                )
                 qcg = root.create_group("qc")
                 qcg.create_array("tissue_fraction", data=np.ascontiguousarray(tf_all[idx_all]))
                 qcg.create_array("white_fraction", data=np.ascontiguousarray(qc_all[:, 0]))
@@ -466,7 +496,9 @@ def run_tiling(
     return record
 
 
-def _concat_or_empty(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+def _concat_or_empty(
+    parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any
+) -> np.ndarray:
     if not parts:
         return np.zeros(empty_shape, dtype=dtype)
     return np.ascontiguousarray(np.concatenate(parts).astype(dtype, copy=False))
@@ -533,7 +565,9 @@ def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
                 "grid_tiles": meta["n_grid"],
                 "tissue_tiles": meta["n_candidates"],
                 "tiles": n,
-                "mean_tissue_fraction": round(float(qc["tissue_fraction"].mean()), 3) if n else None,
+                "mean_tissue_fraction": round(float(qc["tissue_fraction"].mean()), 3)
+                if n
+                else None,
                 "mean_white_fraction": round(float(qc["white_fraction"].mean()), 3) if n else None,
                 "median_blur": round(float(np.median(qc["blur"])), 1) if n else None,
             }

@@ -164,7 +164,9 @@ def _odd(x: float) -> int:
     return n if n % 2 else n + 1
 
 
-def overlay_mask(rgb: np.ndarray, mask: np.ndarray, *, color: tuple[int, int, int] = (0, 170, 60)) -> np.ndarray:
+def overlay_mask(
+    rgb: np.ndarray, mask: np.ndarray, *, color: tuple[int, int, int] = (0, 170, 60)
+) -> np.ndarray:
     """Tint tissue on a thumbnail and draw its outline.
 
     Parameters
@@ -216,7 +218,9 @@ def run_tissue(
     from pathpipe.storage import atomic_file, provenance, source_record, write_json
 
     params = params or TissueParams()
-    with open_slide(slide_path, backend=backend, mpp=slide_mpp, mpp_source=slide_mpp_source) as slide:
+    with open_slide(
+        slide_path, backend=backend, mpp=slide_mpp, mpp_source=slide_mpp_source
+    ) as slide:
         thumb = slide.thumbnail_at_mpp(params.detection_mpp)
         info = slide.info
     l0_w, l0_h = info.dimensions

@@ -1,0 +1,99 @@
+"""Atomic writes, provenance, store validation and the direct chunk writer."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec
+
+from pathpipe.errors import StorageError
+from pathpipe.storage import (
+    ChunkWriter,
+    atomic_dir,
+    atomic_file,
+    file_checksum,
+    open_store,
+    source_record,
+)
+
+
+def test_checksum_and_source_record(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"pathpipe" * 10_000)
+    assert file_checksum(p) == "sha256:" + hashlib.sha256(b"pathpipe" * 10_000).hexdigest()
+    rec = source_record(p)
+    assert rec["size"] == 80_000 and rec["path"] == str(p.resolve())
+    assert "checksum" not in source_record(p, checksum=False)
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    final = tmp_path / "out.zarr"
+    with atomic_dir(final) as tmp:
+        (tmp / "a").write_text("1")
+    assert (final / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "a").write_text("2")
+        raise RuntimeError("killed")
+    assert (final / "a").read_text() == "1"  # old output intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]  # no leftovers
+    with atomic_dir(final) as tmp:
+        (tmp / "b").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["b"]
+
+
+def test_atomic_file(tmp_path):
+    final = tmp_path / "x.json"
+    with pytest.raises(ValueError), atomic_file(final) as tmp:
+        tmp.write_text("partial")
+        raise ValueError
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(StorageError, match="never written"), atomic_file(final):
+        pass
+
+
+def test_open_store_refuses_incomplete(tmp_path):
+    with pytest.raises(StorageError, match="does not exist"):
+        open_store(tmp_path / "none.zarr")
+    g = zarr.open_group(str(tmp_path / "a.zarr"), mode="w")
+    with pytest.raises(StorageError, match="incomplete"):
+        open_store(tmp_path / "a.zarr")
+    g.attrs["pathpipe"] = {"complete": True, "stage": "tiling"}
+    assert open_store(tmp_path / "a.zarr", stage="tiling") is not None
+    with pytest.raises(StorageError, match="expected 'segmentation'"):
+        open_store(tmp_path / "a.zarr", stage="segmentation")
+    (tmp_path / "junk.zarr").write_text("not a store")
+    with pytest.raises(StorageError):
+        open_store(tmp_path / "junk.zarr")
+
+
+def test_chunk_writer_writes_an_ordinary_zarr_array(tmp_path):
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    arr = root.create_array(
+        "t",
+        shape=(3, 4, 5, 3),
+        chunks=(1, 4, 5, 3),
+        dtype="uint8",
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )
+    w = ChunkWriter(arr, tmp_path / "s.zarr" / "t")
+    data = np.arange(3 * 60, dtype=np.uint8).reshape(3, 4, 5, 3)
+    w.write(2, w.encode(data[0:1]))
+    w.write(0, w.encode(data[2:3]))
+    w.move(2, 1)
+    back = zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")[:]
+    np.testing.assert_array_equal(back[0], data[2])
+    np.testing.assert_array_equal(back[1], data[0])
+    assert (back[2] == 0).all()  # never written: fill value
+    with pytest.raises(StorageError, match="expected"):
+        w.encode(data[:2])
+
+
+def test_chunk_writer_rejects_other_layouts(tmp_path):
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    arr = root.create_array("t", shape=(3, 4), chunks=(1, 4), dtype="uint8")
+    with pytest.raises(StorageError, match="ChunkWriter needs"):
+        ChunkWriter(arr, tmp_path / "s.zarr" / "t")

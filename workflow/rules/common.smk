@@ -1,0 +1,180 @@
+# Helpers shared by the stage files (tissue.smk, tiling.smk): reading the slide
+# sheet, input functions, and the command-line arguments derived from config.
+# Only functions live here, no rules.
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+# Absolute path of the sheet schema, resolved now (relative to this file) because
+# load_slides() is called from the Snakefile, whose directory is the repo root.
+SLIDE_SCHEMA = os.path.normpath(
+    workflow.current_basedir.join("../schemas/slides.schema.yaml").get_path_or_uri(
+        secret_free=True
+    )
+)
+
+# envs/pathpipe.yaml installs pathpipe with `pip install -e ${PATHPIPE_SOURCE}`:
+# point it at this checkout (see the comment there).
+os.environ.setdefault("PATHPIPE_SOURCE", str(workflow.basedir))
+
+wildcard_constraints:
+    slide=r"[A-Za-z0-9_-]+",
+
+# Sheet columns that hold text even when every value looks like a number
+# (patient "007" must stay "007"). mpp and section are parsed as numbers.
+TEXT_COLUMNS = ["slide_id", "path", "label", "patient", "split", "block"]
+
+
+def load_slides(sheet_path):
+    """Read, validate and index the slide sheet; return a DataFrame indexed by slide_id.
+
+    Raises WorkflowError naming the offending column, slide id or row: unknown
+    columns, schema violations (missing slide_id/path, bad slide id, bad split or
+    mpp) and duplicate slide ids are all reported before any job is scheduled.
+    """
+    sheet_path = Path(sheet_path)
+    if not sheet_path.is_file():
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r} (config key 'slides') not found; "
+            f"expected a tab-separated file relative to the working directory {str(Path.cwd())!r}"
+        )
+    try:
+        slides = pd.read_csv(
+            sheet_path,
+            sep="\t",
+            dtype={column: str for column in TEXT_COLUMNS},
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        raise WorkflowError(f"slide sheet {str(sheet_path)!r} is not a readable TSV file", e)
+    if slides.empty:
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r} lists no slides; expected a header row "
+            "and one row per slide"
+        )
+    with open(SLIDE_SCHEMA) as f:
+        known = list(yaml.safe_load(f)["properties"])
+    unknown = [column for column in slides.columns if column not in known]
+    if unknown:
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r} has unknown column(s) {unknown}; "
+            f"expected only {known}"
+        )
+    try:
+        validate(slides, schema=SLIDE_SCHEMA)
+    except WorkflowError as e:
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r} is invalid (rows are counted from 0 "
+            f"below the header; columns are described in {SLIDE_SCHEMA})",
+            e,
+        )
+    duplicated = sorted(set(slides.loc[slides["slide_id"].duplicated(), "slide_id"]))
+    if duplicated:
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r}: slide_id must be unique, "
+            f"but {duplicated} appear more than once"
+        )
+    return slides.set_index("slide_id", drop=False)
+
+
+def missing_slide_files():
+    """Return "slide_id: path" for every sheet row whose file does not exist."""
+    return [
+        f"{slide_id}: {path}"
+        for slide_id, path in SLIDES["path"].items()
+        if not Path(path).exists()
+    ]
+
+
+def check_slide_files():
+    """Fail with one message naming every missing slide file.
+
+    Called while the DAG is built (from the cohort-level input functions), so the
+    error comes before any job starts, yet `snakemake --lint` works on a checkout
+    without the (generated) demo slides.
+    """
+    missing = missing_slide_files()
+    if missing:
+        raise WorkflowError(
+            f"{len(missing)} slide file(s) listed in {config['slides']!r} not found "
+            f"(relative paths are relative to the working directory {str(Path.cwd())!r}):\n  "
+            + "\n  ".join(missing)
+        )
+
+
+# ---- input functions ---------------------------------------------------------
+
+
+def slide_path(wildcards):
+    """Input function: the slide file of ``wildcards.slide``."""
+    if wildcards.slide not in SLIDES.index:
+        raise WorkflowError(
+            f"slide {wildcards.slide!r} is not in the slide sheet {config['slides']!r}"
+        )
+    return SLIDES.loc[wildcards.slide, "path"]
+
+
+def cohort_tile_stores(wildcards):
+    """Input function: every slide's tiles.zarr (after checking all slide files exist)."""
+    check_slide_files()
+    return expand("results/{slide}/tiles.zarr", slide=SLIDES.index)
+
+
+def final_outputs(wildcards):
+    """Input function of the target rule `all`, i.e. every output of tissue and tiling."""
+    check_slide_files()
+    return [
+        *expand(
+            [
+                "results/{slide}/tissue.png",
+                "results/{slide}/tissue_overlay.png",
+                "results/{slide}/tissue.json",
+                "results/{slide}/tiles.zarr",
+            ],
+            slide=SLIDES.index,
+        ),
+        "results/cohort/tiling_summary.tsv",
+    ]
+
+
+# ---- command-line arguments --------------------------------------------------
+
+
+def slide_mpp(slide_id):
+    """Return ``(mpp, source)`` for a slide: the sheet's mpp, else config slide.mpp.
+
+    ``(None, None)`` means neither gives one: the slide file must carry its own
+    MPP metadata. Where the file does carry it, pathpipe uses the metadata and
+    ignores the value passed here (it is a fallback).
+    """
+    if "mpp" in SLIDES.columns and pd.notna(SLIDES.loc[slide_id, "mpp"]):
+        return float(SLIDES.loc[slide_id, "mpp"]), "sheet"
+    if config["slide"]["mpp"] is not None:
+        return float(config["slide"]["mpp"]), "config"
+    return None, None
+
+
+def slide_args(wildcards):
+    """Params function: the options every stage that opens a slide passes to pathpipe.
+
+    ``--backend B`` always; ``--slide-mpp X --slide-mpp-source sheet|config`` only
+    when the sheet or config supplies an MPP for this slide.
+    """
+    args = ["--backend", config["slide"]["backend"]]
+    mpp, source = slide_mpp(wildcards.slide)
+    if mpp is not None:
+        args += ["--slide-mpp", repr(mpp), "--slide-mpp-source", source]
+    return " ".join(args)
+
+
+def optional_arg(flag, value):
+    """Return ``"flag value"``, or ``""`` when value is None (option left to its default)."""
+    return "" if value is None else f"{flag} {value}"
