@@ -282,3 +282,35 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
         assert rec["n_tiles"] == (side // 256) ** 2
     # 16 vs 256 tiles; the 4096² image alone would be 48 MB
     assert peaks[1] < 2.0 * peaks[0] + 8e6, peaks
+
+
+def test_qc_kernel_matches_numpy_reference():
+    from pathpipe.tiling import _pixel_qc_numpy
+
+    rng = np.random.default_rng(7)
+    for shape in [(256, 256, 3), (31, 17, 3), (2, 2, 3), (1, 5, 3)]:
+        tile = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        tile[: shape[0] // 2] = np.clip(tile[: shape[0] // 2].astype(int) + 120, 0, 255)
+        assert pixel_qc(tile) == pytest.approx(_pixel_qc_numpy(tile), rel=1e-12, abs=1e-9)
+    with pytest.raises(ConfigError, match="uint8"):
+        pixel_qc(np.zeros((4, 4, 3), np.float32))
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_compression_choices_store_the_same_tiles(slide_and_mask, tmp_path, codec):
+    slide, mask = slide_and_mask
+    base = {"mpp": 0.5, "tile_size": 64}
+    run_tiling(slide, mask_path=mask, out_path=tmp_path / "lz4.zarr", params=TilingParams(**base))
+    run_tiling(
+        slide,
+        mask_path=mask,
+        out_path=tmp_path / "x.zarr",
+        params=TilingParams(**base, compression=codec),
+    )
+    a = zarr.open_group(str(tmp_path / "lz4.zarr"), mode="r")
+    b = zarr.open_group(str(tmp_path / "x.zarr"), mode="r")
+    np.testing.assert_array_equal(a["tiles"][:], b["tiles"][:])
+    codecs = [c["name"] for c in b["tiles"].metadata.to_dict()["codecs"]]
+    assert codecs == (["bytes", "blosc"] if codec == "zstd" else ["bytes"])
+    with pytest.raises(ConfigError, match="compression"):
+        TilingParams(compression="gzip")

@@ -9,18 +9,21 @@ Heavy libraries are imported inside the handlers so ``pathpipe --help`` is fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pathpipe.errors import ConfigError, PathpipeError
 
 __all__ = ["main"]
 
 log = logging.getLogger("pathpipe")
+P = TypeVar("P")
 
 
 def _threshold(value: str) -> str | float:
@@ -121,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-white-fraction", type=float, default=1.0)
     p.add_argument("--min-blur", type=float, default=0.0)
     p.add_argument("--max-tiles", type=_optional_int, default=None, help="seeded cap per slide")
+    p.add_argument(
+        "--compression",
+        default="lz4",
+        choices=["lz4", "zstd", "none"],
+        help="lossless codec of the tile chunks (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="reader threads (default: CPU count)")
     p.add_argument("--no-checksum", action="store_true", help="skip the SHA-256 of the slide")
@@ -161,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------
 
 
+def _params_from_args(cls: type[P], args: argparse.Namespace, **overrides: Any) -> P:
+    """A stage's parameter dataclass from the options of the same names."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    kwargs.update(overrides)
+    missing = names - kwargs.keys()
+    if missing:  # a parser/dataclass mismatch is a bug, not a user error
+        raise TypeError(f"{cls.__name__}: no command-line option for {sorted(missing)}")
+    return cls(**kwargs)
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
     from pathpipe.slide import open_slide
 
@@ -171,14 +191,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _cmd_tissue(args: argparse.Namespace) -> None:
     from pathpipe.tissue import TissueParams, run_tissue
 
-    params = TissueParams(
-        detection_mpp=args.detection_mpp,
-        threshold=args.threshold,
-        median_um=args.median_um,
-        closing_um=args.closing_um,
-        min_region_um2=args.min_region_um2,
-        fill_holes=not args.no_fill_holes,
-    )
+    params = _params_from_args(TissueParams, args, fill_holes=not args.no_fill_holes)
     rec = run_tissue(
         args.slide,
         mask_path=args.mask,
@@ -202,17 +215,7 @@ def _cmd_tissue(args: argparse.Namespace) -> None:
 def _cmd_tiling(args: argparse.Namespace) -> None:
     from pathpipe.tiling import TilingParams, run_tiling
 
-    params = TilingParams(
-        mpp=args.mpp,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        min_tissue_fraction=args.min_tissue_fraction,
-        max_white_fraction=args.max_white_fraction,
-        min_blur=args.min_blur,
-        max_tiles=args.max_tiles,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    params = _params_from_args(TilingParams, args)
     t0 = time.perf_counter()
     rec = run_tiling(
         args.slide,

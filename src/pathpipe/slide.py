@@ -267,18 +267,11 @@ class Slide:
     def _read_backend(
         self, l0_xy: tuple[int, int], level: int, size_wh: tuple[int, int]
     ) -> np.ndarray:
-        try:
-            if self.info.backend == "openslide":
-                img = self._handle.read_region(l0_xy, level, size_wh)
-                rgba = np.asarray(img)
-            else:
-                rgba = self._handle.read_region(l0_xy, level, size_wh, as_array=True)
-        except Exception as exc:
-            raise SlideReadError(
-                self.info.path,
-                f"cannot decode region at level-0 {tuple(l0_xy)}, level {level}, "
-                f"size {tuple(size_wh)}: {type(exc).__name__}: {exc}",
-            ) from exc
+        """The backend's own read (callers turn its failures into SlideReadError)."""
+        if self.info.backend == "openslide":
+            rgba = np.asarray(self._handle.read_region(l0_xy, level, size_wh))
+        else:
+            rgba = self._handle.read_region(l0_xy, level, size_wh, as_array=True)
         return _to_rgb(rgba)
 
     def read_region_at_mpp(

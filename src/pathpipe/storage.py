@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -190,6 +191,7 @@ class ChunkWriter:
 
     def __init__(self, array: Any, directory: str | os.PathLike[str]) -> None:
         import numcodecs
+        import numpy as np
 
         meta = array.metadata.to_dict()
         codecs = [c["name"] for c in meta["codecs"]]
@@ -197,19 +199,28 @@ class ChunkWriter:
         enc = meta["chunk_key_encoding"]
         if (
             meta.get("zarr_format") != 3
-            or codecs != ["bytes", "blosc"]
+            or codecs not in (["bytes", "blosc"], ["bytes"])
             or list(chunks[1:]) != list(shape[1:])
             or enc["name"] != "default"
             or enc.get("configuration", {}).get("separator", "/") != "."
         ):
             raise StorageError(
-                f"ChunkWriter needs a Zarr v3 array with codecs [bytes, blosc], '.' key separator and "
+                f"ChunkWriter needs a Zarr v3 array with codecs [bytes, blosc] or [bytes], '.' key separator and "
                 f"chunks spanning all but the first axis; received codecs {codecs}, "
                 f"shape {shape}, chunks {chunks}, key encoding {enc}"
             )
-        blosc = next(c for c in meta["codecs"] if c["name"] == "blosc")["configuration"]
-        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
-        self._codec = numcodecs.Blosc(cname=blosc["cname"], clevel=blosc["clevel"], shuffle=shuffle)
+        self._codec = None
+        if codecs == ["bytes", "blosc"]:
+            blosc = meta["codecs"][1]["configuration"]
+            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
+            self._codec = numcodecs.Blosc(
+                cname=blosc["cname"], clevel=blosc["clevel"], shuffle=shuffle
+            )
+        endian = meta["codecs"][0].get("configuration", {}).get("endian", "little")
+        if np.dtype(array.dtype).itemsize > 1 and endian != sys.byteorder:
+            raise StorageError(
+                f"ChunkWriter writes native byte order; the array's bytes codec is {endian}-endian"
+            )
         self._chunk_shape = tuple(chunks)
         self._dtype = array.dtype
         self._dir = os.fspath(directory)
@@ -225,6 +236,8 @@ class ChunkWriter:
                 f"chunk of shape {block.shape} and dtype {block.dtype} received, "
                 f"expected {self._chunk_shape} {self._dtype}"
             )
+        if self._codec is None:
+            return block.tobytes()
         return self._codec.encode(block)
 
     def key_path(self, index: int) -> str:

@@ -9,7 +9,7 @@ Frames: ``l0_`` level-0 pixels ``(x, y)``; ``t_`` pixels at the tiling MPP;
 
 Store layout (``tiles.zarr``, Zarr v3 group)::
 
-    tiles      (N, T, T, 3) uint8   one tile per chunk, Blosc-zstd compressed
+    tiles      (N, T, T, 3) uint8   one tile per chunk, Blosc lz4 (or zstd, or none)
     l0_xy      (N, 2) int64         level-0 (x, y) of each tile's top-left corner
     grid_rc    (N, 2) int32         (row, col) in the tiling grid
     qc/tissue_fraction (N,) float32 fraction of the tile covered by the tissue mask
@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from pathpipe._concurrency import ordered_map
+from pathpipe._qc_kernel import qc_sums
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.slide import resize_rgb
 
@@ -52,11 +53,14 @@ __all__ = [
 WHITE_LEVEL = 220
 #: A non-white pixel is "grey" when max - min over its channels is below this.
 GREY_CHROMA = 20
+#: Tile codecs: Blosc (cname, clevel) or None for uncompressed chunks.
+COMPRESSORS: dict[str, tuple[str, int] | None] = {
+    "lz4": ("lz4", 1),
+    "zstd": ("zstd", 1),
+    "none": None,
+}
 #: Longest run of horizontally adjacent tiles read with one region request.
 MAX_RUN = 8
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class TilingParams:
         passing the filters (CellFiNet: 30 tiles of 1024 px at 0.25 µm/px).
     seed : int
         Seed of the tile sampling.
+    compression : {"lz4", "zstd", "none"}
+        Lossless codec of the tile chunks (Blosc lz4 at level 1, Blosc zstd at
+        level 1, or none).
     workers : int or None
         Reader threads (default: CPU count).
     """
@@ -94,9 +101,14 @@ class TilingParams:
     min_blur: float = 0.0
     max_tiles: int | None = None
     seed: int = 0
+    compression: str = "lz4"
     workers: int | None = None
 
     def __post_init__(self) -> None:
+        if self.compression not in COMPRESSORS:
+            raise ConfigError(
+                f"tiling.compression must be one of {', '.join(COMPRESSORS)}, received {self.compression!r}"
+            )
         if not (self.mpp > 0 and math.isfinite(self.mpp)):
             raise ConfigError(f"tiling.mpp must be > 0, received {self.mpp!r}")
         if not (isinstance(self.tile_size, int) and self.tile_size >= 8):
@@ -240,6 +252,20 @@ def pixel_qc(tile: np.ndarray) -> tuple[float, float, float]:
         Variance of the 4-neighbour Laplacian of 8-bit luma (ITU-R BT.601);
         low values mean a blurred or empty tile (Pech-Pacheco et al., 2000).
     """
+    if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
+        raise ConfigError(
+            f"pixel_qc expects an (M, N, 3) uint8 tile, received {tile.shape} {tile.dtype}"
+        )
+    if qc_sums is None:  # pragma: no cover - numba missing
+        return _pixel_qc_numpy(tile)
+    n_white, n_grey, s1, s2, m = qc_sums(tile, WHITE_LEVEL, GREY_CHROMA)
+    n = tile.shape[0] * tile.shape[1]
+    blur = float(s2) / m - (float(s1) / m) ** 2 if m else 0.0
+    return n_white / n, n_grey / n, blur
+
+
+def _pixel_qc_numpy(tile: np.ndarray) -> tuple[float, float, float]:
+    """NumPy reference of :func:`pixel_qc` (the tests check the kernel against it)."""
     r, g, b = np.ascontiguousarray(tile.transpose(2, 0, 1))  # planar is ~10x faster here
     mn = np.minimum(np.minimum(r, g), b)
     mx = np.maximum(np.maximum(r, g), b)
@@ -251,11 +277,10 @@ def pixel_qc(tile: np.ndarray) -> tuple[float, float, float]:
     luma = ((r * np.uint16(77) + g * np.uint16(150) + b * np.uint16(29)) >> 8).astype(np.int16)
     lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
     if lap.size:
-        m = lap.size
-        s1 = float(lap.sum(dtype=np.int64))
-        lap32 = lap.astype(np.int32)
-        s2 = float(np.dot(lap32.ravel(), lap32.ravel()))
-        blur = s2 / m - (s1 / m) ** 2
+        # float64 sums of these integers are exact (< 2**53)
+        f = lap.astype(np.float64).ravel()
+        mean = f.sum() / f.size
+        blur = float(np.dot(f, f)) / f.size - mean * mean
     else:
         blur = 0.0
     return n_white / n, n_grey / n, blur
@@ -284,19 +309,6 @@ def plan_runs(grid_rc: np.ndarray, *, max_run: int = MAX_RUN) -> list[np.ndarray
         for start in range(0, len(seg), max_run):
             runs.append(seg[start : start + max_run])
     return runs
-
-
-def ordered_map(
-    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], *, ahead: int
-) -> Iterator[R]:
-    """Like ``pool.map`` but with at most ``ahead`` results in flight (bounded memory)."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 # ---------------------------------------------------------------------------
@@ -377,7 +389,6 @@ def run_tiling(
         The provenance/summary record stored in ``attrs["pathpipe"]``.
     """
     import zarr
-    from zarr.codecs import BloscCodec
 
     from pathpipe.slide import open_slide
     from pathpipe.storage import ChunkWriter, atomic_dir, provenance, source_record
@@ -447,7 +458,7 @@ def run_tiling(
                     shape=(len(cand), T, T, 3),
                     chunks=(1, T, T, 3),
                     dtype="uint8",
-                    compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+                    compressors=_compressors(params.compression),
                     chunk_key_encoding={"name": "default", "separator": "."},
                     dimension_names=("tile", "row", "col", "channel"),
                 )
@@ -494,6 +505,15 @@ def run_tiling(
                 record.update(n_tiles=n, complete=True)
                 root.attrs["pathpipe"] = record
     return record
+
+
+def _compressors(name: str) -> Any:
+    from zarr.codecs import BloscCodec
+
+    codec = COMPRESSORS[name]
+    if codec is None:
+        return None
+    return BloscCodec(cname=codec[0], clevel=codec[1], shuffle="noshuffle")
 
 
 def _concat_or_empty(

@@ -23,6 +23,7 @@ rule tiling:
         max_white_fraction=config["tiling"]["max_white_fraction"],
         min_blur=config["tiling"]["min_blur"],
         max_tiles=optional_arg("--max-tiles", config["tiling"]["max_tiles"]),
+        compression=config["tiling"]["compression"],
         seed=config["seed"],
     conda:
         "../../envs/pathpipe.yaml"
@@ -32,7 +33,8 @@ rule tiling:
         " --mpp {params.mpp} --tile-size {params.tile_size} --overlap {params.overlap}"
         " --min-tissue-fraction {params.min_tissue_fraction}"
         " --max-white-fraction {params.max_white_fraction} --min-blur {params.min_blur}"
-        " {params.max_tiles} --seed {params.seed} --workers {threads}"
+        " {params.max_tiles} --compression {params.compression}"
+        " --seed {params.seed} --workers {threads}"
         " > {log:q} 2>&1"
 
 
