@@ -59,7 +59,12 @@ if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
     say "Python packages up to date"
     exit 0
 fi
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+# Some machines' pip config lists local indexes that do not exist; pip warns once
+# per package about them. Drop those lines only (the exit status is pip's own).
+pip_install() {
+    "$PY" -m pip install --disable-pip-version-check -q "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 say "installing Python packages (first run takes a few minutes)"
 pip_install --upgrade pip wheel setuptools
 pip_install numpy versioneer
