@@ -229,6 +229,32 @@ def test_failure_leaves_previous_store_intact(slide_and_mask, tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_failure_after_some_writes_leaves_no_temporary_store(slide_and_mask, tmp_path, monkeypatch):
+    slide, mask = slide_and_mask
+    import pathpipe.tiling as tiling
+
+    real = tiling._TileReader.read_run
+    calls = {"n": 0}
+
+    def flaky(self, grid_rc):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise SlideError("x.svs", "simulated decode failure")
+        return real(self, grid_rc)
+
+    monkeypatch.setattr(tiling._TileReader, "read_run", flaky)
+    out = tmp_path / "out" / "tiles.zarr"
+    with pytest.raises(SlideError, match="simulated"):
+        run_tiling(
+            slide,
+            mask_path=mask,
+            out_path=out,
+            params=TilingParams(mpp=0.25, tile_size=64, workers=2),
+        )
+    assert calls["n"] >= 4
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_real_slides_and_mpp_override(tmp_path):
     mask = tmp_path / "m.png"
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(mask)

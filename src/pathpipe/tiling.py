@@ -450,7 +450,9 @@ def run_tiling(
                 n_candidates=n_candidates,
             )
 
-            with atomic_dir(out_path) as tmp:
+            # The writers get their own pool inside atomic_dir, so on a failure every
+            # in-flight worker has stopped before the temporary store is removed.
+            with atomic_dir(out_path) as tmp, ThreadPoolExecutor(max_workers=workers) as wpool:
                 root = zarr.open_group(str(tmp), mode="w")
                 T = params.tile_size
                 tiles_arr = root.create_array(
@@ -481,7 +483,7 @@ def run_tiling(
                 kept_idx: list[np.ndarray] = []
                 qc_rows: list[np.ndarray] = []
                 jobs = zip(starts.tolist(), runs, strict=True)
-                for qc, idx, pos in ordered_map(pool, work, jobs, ahead=3 * workers):
+                for qc, idx, pos in ordered_map(wpool, work, jobs, ahead=3 * workers):
                     for p in pos:
                         writer.move(int(p), n)
                         n += 1
