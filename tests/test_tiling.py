@@ -165,7 +165,9 @@ def test_max_tiles_is_seeded(slide_and_mask, tmp_path):
             mpp=0.5, tile_size=64, min_tissue_fraction=0.5, max_tiles=5, seed=seed, **kw
         )
         run_tiling(slide, mask_path=mask, out_path=out, params=params)
-        return zarr.open_group(str(out), mode="r")["grid_rc"][:]
+        g = zarr.open_group(str(out), mode="r")
+        assert (g["qc/white_fraction"][:] <= kw.get("max_white_fraction", 1.0)).all()
+        return g["grid_rc"][:]
 
     a, b, c = pick(1), pick(1), pick(2)
     assert len(a) == 5 and a.tolist() == b.tolist() and a.tolist() != c.tolist()

@@ -257,7 +257,9 @@ class Slide:
             return self._read_backend(l0_xy, level, size_wh)
         except SlideReadError:
             raise
-        except Exception as exc:
+        except (
+            Exception
+        ) as exc:  # any decoder failure (OpenSlide, tifffile, imagecodecs) is a read error
             raise SlideReadError(
                 self.info.path,
                 f"cannot decode region at level-0 {tuple(l0_xy)}, level {level}, "
@@ -516,7 +518,7 @@ def _make_direct(slide: Slide) -> Any:
     info = slide.info
     try:
         direct = TiffDirect(info.path, info.level_dimensions)
-    except Exception:
+    except Exception:  # not a TIFF tifffile understands: the backend reads it
         return None
     if not direct.pages:
         direct.close()
@@ -533,7 +535,7 @@ def _make_direct(slide: Slide) -> Any:
         try:
             ours = direct.read(level, lv_xy, (w, h))
             theirs = slide._read_backend(l0_xy, level, (w, h))
-        except Exception:
+        except Exception:  # the backend reports its own errors on real reads
             del direct.pages[level]
             continue
         if np.abs(ours.astype(np.int16) - theirs).max() > _PROBE_TOLERANCE:
@@ -582,7 +584,7 @@ def _open_handle(path: str, backend: str) -> tuple[Any, str, str | None]:
         import tiffslide
 
         return tiffslide.TiffSlide(path), "tiffslide", first_cause
-    except Exception as exc:
+    except Exception as exc:  # tifffile and zarr raise many types
         cause = f"tiffslide: {type(exc).__name__}: {exc}"
         if first_cause:
             cause = f"{first_cause}; {cause}"
@@ -597,7 +599,7 @@ def _make_info(
         dims = tuple(int(v) for v in handle.dimensions)
         level_dims = tuple(tuple(int(v) for v in d) for d in handle.level_dimensions)
         downs = tuple(float(d) for d in handle.level_downsamples)
-    except Exception as exc:
+    except Exception as exc:  # lazy metadata parsing of a corrupt file
         raise SlideOpenError(
             path, f"{backend} cannot read the slide structure: {type(exc).__name__}: {exc}"
         ) from exc

@@ -154,7 +154,7 @@ def open_store(path: str | os.PathLike[str], *, stage: str | None = None) -> Any
         raise StorageError(f"store {str(p)!r} does not exist")
     try:
         group = zarr.open_group(str(p), mode="r")
-    except Exception as exc:
+    except Exception as exc:  # zarr raises several types
         raise StorageError(f"store {str(p)!r} is not a readable Zarr group: {exc}") from exc
     meta = group.attrs.get("pathpipe")
     if not isinstance(meta, dict) or not meta.get("complete"):

@@ -322,7 +322,6 @@ class _TileReader:
     def __init__(self, slide: Any, params: TilingParams) -> None:
         self.slide = slide
         self.params = params
-        self.mpp = params.mpp
         self.l0_step_x = params.stride * params.mpp / slide.info.mpp.x
         self.l0_step_y = params.stride * params.mpp / slide.info.mpp.y
 
@@ -414,6 +413,7 @@ def run_tiling(
         n_grid, n_candidates = len(grid), len(cand)
 
         def read_and_qc(run: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Tiles of a run, their QC rows and which of them pass the pixel filters."""
             tiles = reader.read_run(grid[run])
             qc = np.array([pixel_qc(t) for t in tiles], dtype=np.float32).reshape(-1, 3)
             keep = np.ones(len(run), dtype=bool)
@@ -421,7 +421,7 @@ def run_tiling(
                 keep &= qc[:, 0] <= params.max_white_fraction
             if params.min_blur > 0.0:
                 keep &= qc[:, 2] >= params.min_blur
-            return tiles[keep], qc[keep], run[keep]
+            return tiles, qc, keep
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             if params.max_tiles is not None and params.max_tiles < n_candidates:
@@ -473,11 +473,11 @@ def run_tiling(
 
                 def work(job: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     start, run = job
-                    tiles, qc, idx = read_and_qc(run)
-                    pos = start + np.flatnonzero(np.isin(run, idx))
-                    for p, t in zip(pos, tiles, strict=True):
+                    tiles, qc, keep = read_and_qc(run)
+                    pos = start + np.flatnonzero(keep)
+                    for p, t in zip(pos, tiles[keep], strict=True):
                         writer.write(int(p), writer.encode(t[None]))
-                    return qc, idx, pos
+                    return qc[keep], run[keep], pos
 
                 n = 0
                 kept_idx: list[np.ndarray] = []
@@ -545,15 +545,15 @@ def _sample_candidates(
     if check is None:
         return np.sort(order[:k])
     chosen: list[int] = []
-    batch = max(k, 8)
-    for start in range(0, len(order), batch):
-        part = order[start : start + batch]
-        results = ordered_map(pool, check, [part[i : i + 1] for i in range(len(part))], ahead=8)
-        for _, _, idx in results:
-            chosen.extend(int(i) for i in idx)
-        if len(chosen) >= k:
-            break
-    return np.sort(np.asarray(chosen[:k], dtype=np.int64))
+    singles = (order[i : i + 1] for i in range(len(order)))
+    for tile_index, (_, _, keep) in zip(
+        order, ordered_map(pool, check, singles, ahead=8), strict=False
+    ):
+        if keep[0]:
+            chosen.append(int(tile_index))
+            if len(chosen) == k:
+                break
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
