@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 # conda-forge packages that provide a PyPI distribution under another name.
-CONDA_ALIASES = {"matplotlib-base": "matplotlib"}
+CONDA_ALIASES = {"matplotlib-base": "matplotlib", "pytorch": "torch", "python-igraph": "igraph"}
 
 
 def _normalize(name: str) -> str:
@@ -27,7 +27,8 @@ def _name(requirement: str) -> str:
 def _pyproject_requirements() -> list[str]:
     with open(REPO / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["workflow"]]
+    extras = project["optional-dependencies"]
+    return [*project["dependencies"], *extras["workflow"], *extras["full"]]
 
 
 def _env() -> tuple[list[str], list[str]]:
