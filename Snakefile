@@ -1,4 +1,5 @@
-# pathpipe: whole-slide images to tiles (stages `tissue` and `tiling`).
+# pathpipe: whole-slide images to tiles and nuclei (stages `tissue`, `tiling`,
+# `segmentation`).
 #
 #   snakemake                                       # run locally (profiles/default applies)
 #   snakemake --workflow-profile profiles/slurm     # run on a SLURM cluster
@@ -33,6 +34,7 @@ SLIDES = load_slides(config["slides"])
 
 include: "workflow/rules/tissue.smk"
 include: "workflow/rules/tiling.smk"
+include: "workflow/rules/segmentation.smk"
 
 
 rule all:

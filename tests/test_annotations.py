@@ -83,7 +83,9 @@ def test_bad_folders_are_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mpp", [0.25, 0.5])
 def test_synthetic_tiles_carry_exact_truth(mpp: float) -> None:
-    tiles = list(synthetic_annotated_tiles(n_tiles=2, tile_size=96, mpp=mpp, seed=3, slide_size=2048))
+    tiles = list(
+        synthetic_annotated_tiles(n_tiles=2, tile_size=96, mpp=mpp, seed=3, slide_size=2048)
+    )
     assert [t.name.split("_")[1] for t in tiles] == ["low", "high"]
     for t in tiles:
         assert t.rgb.shape == (96, 96, 3)
@@ -95,7 +97,9 @@ def test_synthetic_tiles_carry_exact_truth(mpp: float) -> None:
         # nuclei are darker (hematoxylin) than the rest of the tile
         grey = t.rgb.mean(axis=2)
         assert grey[t.inst_map > 0].mean() < grey[t.inst_map == 0].mean() - 20
-    again = list(synthetic_annotated_tiles(n_tiles=2, tile_size=96, mpp=mpp, seed=3, slide_size=2048))
+    again = list(
+        synthetic_annotated_tiles(n_tiles=2, tile_size=96, mpp=mpp, seed=3, slide_size=2048)
+    )
     assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(tiles, again, strict=True))
 
 

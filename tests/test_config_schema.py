@@ -149,6 +149,41 @@ def test_schema_defaults_match_cli_defaults() -> None:
     assert cli_defaults["seed"] == defaults["seed"]
 
 
+def test_segmentation_defaults_match_the_library_and_cli() -> None:
+    """config `segmentation`, `pathpipe segmentation run` and the dataclasses agree."""
+    import dataclasses
+
+    from pathpipe._segmentation_classical import ClassicalParams
+    from pathpipe.cli import build_parser
+    from pathpipe.segmentation import SegmentationParams
+
+    seg = _validate_config({})["segmentation"]
+    lib = SegmentationParams()
+    classical = {f.name: f.default for f in dataclasses.fields(ClassicalParams)}
+    assert seg["classical"] == classical
+    for key, value in seg.items():
+        if key in ("classical", "workers"):
+            continue  # workers: the CLI defaults to the CPU count, the rule passes threads
+        expected = list(getattr(lib, key)) if key == "classes" else getattr(lib, key)
+        assert value == expected, key
+    args = build_parser().parse_args(
+        ["segmentation", "run", "--tiles", "t", "--labels", "l", "--table", "p", "--geojson", "g"]
+    )
+    for key, value in classical.items():
+        assert getattr(args, key) == value, key
+    assert list(args.classes) == seg["classes"]
+    assert (args.method, args.stain, args.stain_tiles) == (
+        seg["method"],
+        seg["stain"],
+        seg["stain_tiles"],
+    )
+    assert (args.device, args.batch_size, not args.no_amp) == (
+        seg["device"],
+        seg["batch_size"],
+        seg["amp"],
+    )
+
+
 def _required(stage: str) -> list[str]:
     if stage == "tissue":
         return ["--mask", "m.png", "--overlay", "o.png", "--qc", "q.json"]

@@ -59,7 +59,7 @@ def test_env_pins_python_and_installs_pathpipe_itself() -> None:
 
 
 def test_every_rule_uses_the_env() -> None:
-    for smk in ("tissue.smk", "tiling.smk"):
+    for smk in ("tissue.smk", "tiling.smk", "segmentation.smk"):
         text = (REPO / "workflow" / "rules" / smk).read_text(encoding="utf-8")
         n_rules = len(re.findall(r"^rule \w+:", text, flags=re.MULTILINE))
         assert text.count('conda:\n        "../../envs/pathpipe.yaml"') == n_rules, smk

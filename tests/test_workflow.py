@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -34,7 +35,17 @@ SYNTHETIC = {"s_low_1": ("low", 1), "s_high_1": ("high", 2), "s_low_2": ("low", 
 TCGA = "TCGA-CR-7395-01A-01-TS1"
 SHEET_MPP = {"s_low_2": 0.4, TCGA: 0.2527}
 SLIDES = [*SYNTHETIC, TCGA]
-PER_SLIDE = ("tissue.png", "tissue_overlay.png", "tissue.json", "tiles.zarr")
+PER_SLIDE = (
+    "tissue.png",
+    "tissue_overlay.png",
+    "tissue.json",
+    "tiles.zarr",
+    "nuclei.zarr",
+    "nuclei.parquet",
+    "nuclei.geojson",
+    "segmentation.png",
+    "segmentation.json",
+)
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -154,6 +165,19 @@ def test_full_run_produces_every_output(full_run) -> None:
     summary = (workdir / "results" / "cohort" / "tiling_summary.tsv").read_text().splitlines()
     assert len(summary) == 1 + len(SLIDES)
 
+    # Segmentation: every tile has a label map; the synthetic slides' nuclei were found.
+    for slide in SLIDES:
+        tiles = zarr.open_group(str(workdir / "results" / slide / "tiles.zarr"), mode="r")
+        labels = zarr.open_group(str(workdir / "results" / slide / "nuclei.zarr"), mode="r")
+        assert labels["labels"].shape == tiles["tiles"].shape[:3]
+        nuclei = pd.read_parquet(workdir / "results" / slide / "nuclei.parquet")
+        geo = json.loads((workdir / "results" / slide / "nuclei.geojson").read_text())
+        assert len(geo["features"]) == len(nuclei)
+        if slide in SYNTHETIC:
+            assert len(nuclei) > 50, slide
+    seg = pd.read_csv(workdir / "results" / "cohort" / "segmentation_summary.tsv", sep="\t")
+    assert list(seg["slide"]) == SLIDES
+
 
 def test_rerun_does_nothing(full_run) -> None:
     workdir, run = full_run
@@ -175,7 +199,9 @@ def test_removed_slide_output_redoes_only_that_slide(full_run) -> None:
     assert dry.jobs() == {
         ("tissue", "s_high_1"),
         ("tiling", "s_high_1"),
+        ("segmentation", "s_high_1"),
         ("tiling_summary", None),
+        ("segmentation_summary", None),
         ("all", None),
     }
 
@@ -221,7 +247,7 @@ def test_mpp_flow_and_params_change(full_run) -> None:
     assert dry.returncode == 0, dry.output
     others = [s for s in SLIDES if s not in SHEET_MPP]
     per_slide = {(rule, s) for rule, s in dry.jobs() if s is not None}
-    assert per_slide == {(rule, s) for rule in ("tissue", "tiling") for s in others}
+    assert per_slide == {(rule, s) for rule in ("tissue", "tiling", "segmentation") for s in others}
     commands = [line for line in dry.output.splitlines() if "pathpipe tissue " in line]
     assert len(commands) == len(others)
     assert all("--slide-mpp 0.5 --slide-mpp-source config" in c for c in commands)
@@ -236,6 +262,9 @@ def test_report_has_overlays_and_summary(full_run) -> None:
     for slide in SLIDES:
         assert f"results/{slide}/tissue_overlay.png" in html
     assert "results/cohort/tiling_summary.tsv" in html
+    for slide in SLIDES:
+        assert f"results/{slide}/segmentation.png" in html
+    assert "results/cohort/segmentation_summary.tsv" in html
     assert "pathpipe turns a cohort" in html  # workflow/report/workflow.rst
 
 
@@ -261,7 +290,9 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path: Path, slide_files) 
     assert dry.jobs() == {
         ("tissue", "corrupt"),
         ("tiling", "corrupt"),
+        ("segmentation", "corrupt"),
         ("tiling_summary", None),
+        ("segmentation_summary", None),
         ("all", None),
     }
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pathpipe import _cli_segmentation
 from pathpipe.errors import ConfigError, PathpipeError
 
 __all__ = ["main"]
@@ -162,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mpp", type=float, default=0.25)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_synthetic_cohort)
+    q = ssub.add_parser(
+        "tiles", help="annotated tiles (RGB, instance and type maps) for training and evaluation"
+    )
+    q.add_argument("--out", required=True, type=Path, help="output annotated tile folder")
+    q.add_argument("--n-tiles", type=int, default=64)
+    q.add_argument("--tile-size", type=int, default=256)
+    q.add_argument("--mpp", type=float, default=0.5)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_synthetic_tiles)
+
+    # segmentation ----------------------------------------------------------
+    _cli_segmentation.add_parser(sub)
     return parser
 
 
@@ -276,6 +289,22 @@ def _cmd_synthetic_cohort(args: argparse.Namespace) -> None:
         with atomic_file(args.sheet) as tmp:
             sheet.to_csv(tmp, sep="\t", index=False)
     log.info("synthetic cohort: %d slides in %s", len(sheet), args.out_dir)
+
+
+def _cmd_synthetic_tiles(args: argparse.Namespace) -> None:
+    from pathpipe.annotations import (
+        SYNTHETIC_CLASSES,
+        synthetic_annotated_tiles,
+        write_annotated_dir,
+    )
+
+    if args.n_tiles < 1:
+        raise ConfigError(f"--n-tiles must be >= 1, received {args.n_tiles}")
+    tiles = synthetic_annotated_tiles(
+        n_tiles=args.n_tiles, tile_size=args.tile_size, mpp=args.mpp, seed=args.seed
+    )
+    write_annotated_dir(args.out, list(tiles), classes=SYNTHETIC_CLASSES, mpp=args.mpp)
+    log.info("synthetic annotated tiles: %d in %s", args.n_tiles, args.out)
 
 
 # ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 # Only functions live here, no rules.
 
 import os
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -128,8 +129,14 @@ def cohort_tile_stores(wildcards):
     return expand("results/{slide}/tiles.zarr", slide=SLIDES.index)
 
 
+def cohort_nuclei_stores(wildcards):
+    """Input function: every slide's nuclei.zarr (after checking all slide files exist)."""
+    check_slide_files()
+    return expand("results/{slide}/nuclei.zarr", slide=SLIDES.index)
+
+
 def final_outputs(wildcards):
-    """Input function of the target rule `all`, i.e. every output of tissue and tiling."""
+    """Input function of the target `all`: every per-slide and cohort output."""
     check_slide_files()
     return [
         *expand(
@@ -138,10 +145,15 @@ def final_outputs(wildcards):
                 "results/{slide}/tissue_overlay.png",
                 "results/{slide}/tissue.json",
                 "results/{slide}/tiles.zarr",
+                "results/{slide}/nuclei.zarr",
+                "results/{slide}/nuclei.parquet",
+                "results/{slide}/nuclei.geojson",
+                "results/{slide}/segmentation.png",
             ],
             slide=SLIDES.index,
         ),
         "results/cohort/tiling_summary.tsv",
+        "results/cohort/segmentation_summary.tsv",
     ]
 
 
@@ -178,3 +190,41 @@ def slide_args(wildcards):
 def optional_arg(flag, value):
     """Return ``"flag value"``, or ``""`` when value is None (option left to its default)."""
     return "" if value is None else f"{flag} {value}"
+
+
+def segmentation_model_files(wildcards):
+    """Input function: the trained model or classifier the segmentation config names.
+
+    Listing them as inputs makes a new model rerun the stage, and a missing file an
+    error before any job starts.
+    """
+    seg = config["segmentation"]
+    if seg["method"] == "unet":
+        return [seg["model"]] if seg["model"] else []
+    return [seg["phenotype_model"]] if seg["phenotype_model"] else []
+
+
+def segmentation_gpus(wildcards):
+    """Resource `gpu`: 1 for the unet method unless it is told to run on the CPU."""
+    seg = config["segmentation"]
+    return int(seg["method"] == "unet" and seg["device"] != "cpu")
+
+
+def segmentation_args(wildcards):
+    """Params function: `pathpipe segmentation run` options from config `segmentation`."""
+    seg = config["segmentation"]
+    args = [
+        f"--method {seg['method']}",
+        f"--classes {','.join(seg['classes'])}",
+        f"--stain {seg['stain']} --stain-tiles {seg['stain_tiles']}",
+        f"--device {seg['device']} --batch-size {seg['batch_size']}",
+        f"--seed {config['seed']}",
+    ]
+    if not seg["amp"]:
+        args.append("--no-amp")
+    for key in ("phenotype_model", "model"):
+        if seg[key]:
+            args.append(f"--{key.replace('_', '-')} {shlex.quote(str(seg[key]))}")
+    for key, value in seg["classical"].items():
+        args.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(args)
