@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse-pretrained", action="store_true", help="reuse a finished pretraining run"
+    )
     args = ap.parse_args()
 
     import torch
@@ -82,16 +85,23 @@ def main() -> None:
     common = {"batch_size": args.batch_size, "device": args.device, "seed": args.seed}
 
     t = time.perf_counter()
-    diffusion_dir = work / "diffusion"
-    pre = pretrain_diffusion(
-        np.stack([tile.rgb for tile in pool]),
-        diffusion_dir,
-        config=config,
-        iterations=args.pretrain_iters,
-        **common,
-    )
-    pretrain_s = time.perf_counter() - t
-    print(f"pretrain: {args.pretrain_iters} it, loss {pre.final_loss:.4f}, {pretrain_s:.0f} s")
+    diffusion_dir = work / f"diffusion_{args.pretrain_iters}_{args.channels.replace(',', '-')}"
+    if args.reuse_pretrained and (diffusion_dir / "diffusion.json").exists():
+        meta = json.loads((diffusion_dir / "diffusion.json").read_text())
+        pretrain = {"final_loss": meta.get("training", {}).get("final_loss"), "reused": True}
+        print(f"pretrain: reusing {diffusion_dir}")
+    else:
+        pre = pretrain_diffusion(
+            np.stack([tile.rgb for tile in pool]),
+            diffusion_dir,
+            config=config,
+            iterations=args.pretrain_iters,
+            **common,
+        )
+        pretrain = {"final_loss": pre.final_loss, "seconds": round(time.perf_counter() - t, 1)}
+        print(
+            f"pretrain: {args.pretrain_iters} it, loss {pre.final_loss:.4f}, {pretrain['seconds']} s"
+        )
 
     def score(model_dir: Path) -> dict:
         model, cfg = load_model(model_dir, device=args.device)
@@ -153,7 +163,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         },
-        "pretrain": {"final_loss": pre.final_loss, "seconds": round(pretrain_s, 1)},
+        "pretrain": pretrain,
         "rows": rows,
     }
     (OUT / "label_efficiency.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -36,10 +36,21 @@ from pathpipe.nn.io import load_backbone, save_model
 from pathpipe.nn.losses import hovernet_loss, resolve_loss_weights
 from pathpipe.nn.model import ENCODER_MODULES, SegmentationNet, build_model, normalize_rgb
 
-__all__ = ["DEFAULT_LR", "STRATEGIES", "TrainResult", "set_strategy", "train_segmentation"]
+__all__ = [
+    "DEFAULT_LR",
+    "LINEAR_LR",
+    "STRATEGIES",
+    "TrainResult",
+    "set_strategy",
+    "train_segmentation",
+]
 
 #: Initial learning rate when none is given.
 DEFAULT_LR = 1e-3
+#: Initial learning rate of the ``linear`` strategy when none is given: a linear probe
+#: on frozen features trains a few hundred weights and needs a larger step (with 1e-3
+#: its loss barely moved in 200 steps; benchmarks/README.md).
+LINEAR_LR = 1e-2
 #: Fine-tuning strategies (module docstring); all but ``scratch`` need ``init``.
 STRATEGIES = ("scratch", "linear", "decoder", "full")
 
@@ -144,7 +155,7 @@ def train_segmentation(
         Crops per step (default 8).
     lr : float, optional
         Initial Adam learning rate, decayed to 1 % by cosine (None:
-        :data:`DEFAULT_LR`, 1e-3).
+        :data:`DEFAULT_LR`, 1e-3; :data:`LINEAR_LR`, 1e-2, for ``linear``).
     seed : int
         Seeds initialisation, tile subset, crops, augmentation. CPU runs repeat exactly.
     device : str
@@ -188,7 +199,8 @@ def train_segmentation(
         ("log_every", log_every),
     ):
         check_positive_int(name, value)
-    lr = DEFAULT_LR if lr is None else lr
+    if lr is None:
+        lr = LINEAR_LR if strategy == "linear" else DEFAULT_LR
     resolve_loss_weights(loss_weights)
     if config is None:
         if init is not None:
