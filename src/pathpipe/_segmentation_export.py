@@ -43,9 +43,27 @@ def class_colours(classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def nucleus_polygons(
-    labels: np.ndarray, ids: Sequence[int], *, tolerance: float = 0.5
-) -> list[np.ndarray | None]:
+def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+    """Remove vertices that lie on the straight line through their neighbours.
+
+    Contours traced on a pixel mask advance in half-pixel steps, so long straight
+    runs carry many redundant vertices; dropping them is lossless.
+    """
+    closed = ring[:-1]
+    if len(closed) < 4:
+        return ring
+    prev = np.roll(closed, 1, axis=0)
+    nxt = np.roll(closed, -1, axis=0)
+    a, b = closed - prev, nxt - closed
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    keep = np.abs(cross) > 1e-9
+    if keep.sum() < 3:
+        return ring
+    kept = closed[keep]
+    return np.vstack([kept, kept[:1]])
+
+
+def nucleus_polygons(labels: np.ndarray, ids: Sequence[int]) -> list[np.ndarray | None]:
     """Outer boundary of each nucleus as a closed polygon in tile pixels.
 
     Parameters
@@ -53,18 +71,17 @@ def nucleus_polygons(
     labels : (H, W) int ndarray
     ids : sequence of int
         Label ids to trace.
-    tolerance : float
-        Douglas-Peucker tolerance in pixels (``skimage.measure.approximate_polygon``).
 
     Returns
     -------
     list of ((k, 2) float ndarray or None)
         ``(row, col)`` vertices, first equal to last, running along the
-        0.5 iso-line of the nucleus mask between pixel centres; None for an id
-        absent from ``labels``.
+        0.5 iso-line of the nucleus mask between pixel centres (marching squares,
+        ``skimage.measure.find_contours``) with collinear vertices removed; None
+        for an id absent from ``labels``.
     """
     from scipy import ndimage
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     objects = ndimage.find_objects(labels)
     out: list[np.ndarray | None] = []
@@ -74,13 +91,11 @@ def nucleus_polygons(
             out.append(None)
             continue
         crop = np.pad(labels[sl] == lab, 1).astype(np.float32)
-        contours = find_contours(crop, 0.5)
-        ring = max(contours, key=len)
-        ring = approximate_polygon(ring, tolerance) if len(ring) > 8 else ring
+        ring = max(find_contours(crop, 0.5), key=len)
         if not np.array_equal(ring[0], ring[-1]):
             ring = np.vstack([ring, ring[:1]])
-        ring = ring + np.array([sl[0].start - 1, sl[1].start - 1], dtype=np.float64)
-        out.append(ring)
+        ring = _drop_collinear(ring)
+        out.append(ring + np.array([sl[0].start - 1, sl[1].start - 1], dtype=np.float64))
     return out
 
 
@@ -120,7 +135,7 @@ class GeoJSONWriter:
 
     def write_tile(
         self,
-        labels: np.ndarray,
+        rings: Sequence[np.ndarray | None],
         table: Any,
         *,
         l0_origin: Sequence[int],
@@ -128,9 +143,8 @@ class GeoJSONWriter:
         classes: Sequence[str],
         colours: dict[str, tuple[int, int, int]],
     ) -> None:
-        """Write the nuclei of one tile listed in ``table`` (rows of ``nuclei.parquet``)."""
-        ids = table["label"].to_numpy()
-        rings = nucleus_polygons(labels, ids)
+        """Write the nuclei of one tile listed in ``table`` (rows of ``nuclei.parquet``),
+        with their :func:`nucleus_polygons` ``rings`` in the same order."""
         x0, y0 = float(l0_origin[0]), float(l0_origin[1])
         codes = table["phenotype"].to_numpy()
         for ring, code, area, conf, tile, nid in zip(

@@ -205,10 +205,14 @@ class TileNuclei:
     table : pandas.DataFrame
         One row per id (sorted): ``label, t_row, t_col, area_um2, phenotype``
         (int code into the classes), ``confidence``, ``touches_border``.
+    rings : list
+        Outline of each row's nucleus (:func:`nucleus_polygons`), traced where the
+        tile was segmented (in a worker process).
     """
 
     labels: np.ndarray
     table: Any
+    rings: list = field(default_factory=list)
 
 
 class Segmenter:
@@ -302,7 +306,10 @@ class Segmenter:
                 "touches_border": desc["touches_border"].to_numpy(bool),
             }
         )
-        return TileNuclei(labels.astype(np.int32, copy=False), table)
+        from pathpipe._segmentation_export import nucleus_polygons
+
+        labels = labels.astype(np.int32, copy=False)
+        return TileNuclei(labels, table, nucleus_polygons(labels, table["label"].to_numpy()))
 
     def segment(self, tiles: np.ndarray) -> list[TileNuclei]:
         """Segment a batch of tiles.
@@ -550,13 +557,14 @@ def run_segmentation(
                     table = table[keep].copy()
                     if len(table) == 0:
                         continue
+                    rings = [r for r, k in zip(res.rings, keep, strict=True) if k]
                     table.insert(0, "tile", np.int32(i))
                     table.insert(0, "nucleus_id", np.arange(n_nuclei, n_nuclei + len(table)))
                     table["l0_x"] = l0_xy[i, 0] + (table["t_col"] + 0.5) * scale - 0.5
                     table["l0_y"] = l0_xy[i, 1] + (table["t_row"] + 0.5) * scale - 0.5
                     n_nuclei += len(table)
                     geo.write_tile(
-                        res.labels,
+                        rings,
                         table,
                         l0_origin=l0_xy[i],
                         scale=scale,
