@@ -11,7 +11,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 # conda-forge packages that provide a PyPI distribution under another name.
-CONDA_ALIASES = {"matplotlib-base": "matplotlib", "pytorch": "torch", "python-igraph": "igraph"}
+CONDA_ALIASES = {
+    "matplotlib-base": "matplotlib",
+    "pytorch": "torch",
+    "python-igraph": "igraph",
+    "py-opencv": "opencv-python-headless",
+}
 
 
 def _normalize(name: str) -> str:

@@ -81,23 +81,21 @@ def test_without_overlap_everything_is_kept() -> None:
     assert keep.all()
 
 
-def test_polygons_trace_the_mask_between_pixel_centres() -> None:
+def test_polygons_run_through_the_boundary_pixel_centres() -> None:
     labels = np.zeros((12, 12), np.int32)
     labels[2:6, 3:9] = 4  # rows 2..5, cols 3..8
-    labels[8:10, 8:10] = 2
-    square, small, absent = nucleus_polygons(labels, [4, 2, 3])
+    labels[8, 8] = 2  # one pixel
+    labels[10, 2] = 5
+    labels[10, 3] = 5  # two pixels in a row: no area between centres
+    square, single, absent, pair = nucleus_polygons(labels, [4, 2, 3, 5])
     assert absent is None
-    for ring in (square, small):
+    for ring in (square, single, pair):
         assert np.array_equal(ring[0], ring[-1])
-    # the 0.5 iso-line runs half a pixel outside the outer pixel centres
-    assert square[:, 0].min() == pytest.approx(1.5) and square[:, 0].max() == pytest.approx(5.5)
-    assert square[:, 1].min() == pytest.approx(2.5) and square[:, 1].max() == pytest.approx(8.5)
-    # shoelace area of the traced polygon is close to the 24-pixel mask
-    r, c = square[:, 0], square[:, 1]
-    area = 0.5 * abs(np.dot(r[:-1], c[1:]) - np.dot(c[:-1], r[1:]))
-    assert 20 <= area <= 28
-    # collinear vertices are gone: a rectangle's iso-line is an octagon (8 + closing vertex)
-    assert len(square) == 9
+    # collinear vertices dropped: the rectangle's four corner pixel centres
+    assert sorted(map(tuple, square[:-1])) == [(2, 3), (2, 8), (5, 3), (5, 8)]
+    # degenerate nuclei get the rectangle of their pixel edges
+    assert sorted(map(tuple, single[:-1])) == [(7.5, 7.5), (7.5, 8.5), (8.5, 7.5), (8.5, 8.5)]
+    assert pair[:, 1].min() == 1.5 and pair[:, 1].max() == 3.5
 
 
 # ---------------------------------------------------------------------------

@@ -43,26 +43,6 @@ def class_colours(classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def _drop_collinear(ring: np.ndarray) -> np.ndarray:
-    """Remove vertices that lie on the straight line through their neighbours.
-
-    Contours traced on a pixel mask advance in half-pixel steps, so long straight
-    runs carry many redundant vertices; dropping them is lossless.
-    """
-    closed = ring[:-1]
-    if len(closed) < 4:
-        return ring
-    prev = np.roll(closed, 1, axis=0)
-    nxt = np.roll(closed, -1, axis=0)
-    a, b = closed - prev, nxt - closed
-    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    keep = np.abs(cross) > 1e-9
-    if keep.sum() < 3:
-        return ring
-    kept = closed[keep]
-    return np.vstack([kept, kept[:1]])
-
-
 def nucleus_polygons(labels: np.ndarray, ids: Sequence[int]) -> list[np.ndarray | None]:
     """Outer boundary of each nucleus as a closed polygon in tile pixels.
 
@@ -75,13 +55,15 @@ def nucleus_polygons(labels: np.ndarray, ids: Sequence[int]) -> list[np.ndarray 
     Returns
     -------
     list of ((k, 2) float ndarray or None)
-        ``(row, col)`` vertices, first equal to last, running along the
-        0.5 iso-line of the nucleus mask between pixel centres (marching squares,
-        ``skimage.measure.find_contours``) with collinear vertices removed; None
-        for an id absent from ``labels``.
+        ``(row, col)`` vertices, first equal to last, through the centres of the
+        nucleus's outer boundary pixels (OpenCV's border following, Suzuki & Abe
+        1985, with collinear vertices dropped, as HoVer-Net exports contours). A
+        nucleus of one or two pixels in a line has no area between its pixel centres,
+        so it gets the rectangle of its pixels' edges. None for an id absent from
+        ``labels``.
     """
+    import cv2
     from scipy import ndimage
-    from skimage.measure import find_contours
 
     objects = ndimage.find_objects(labels)
     out: list[np.ndarray | None] = []
@@ -90,12 +72,19 @@ def nucleus_polygons(labels: np.ndarray, ids: Sequence[int]) -> list[np.ndarray 
         if sl is None:
             out.append(None)
             continue
-        crop = np.pad(labels[sl] == lab, 1).astype(np.float32)
-        ring = max(find_contours(crop, 0.5), key=len)
-        if not np.array_equal(ring[0], ring[-1]):
-            ring = np.vstack([ring, ring[:1]])
-        ring = _drop_collinear(ring)
-        out.append(ring + np.array([sl[0].start - 1, sl[1].start - 1], dtype=np.float64))
+        r0, c0 = sl[0].start, sl[1].start
+        crop = (labels[sl] == lab).astype(np.uint8)
+        contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        best = max(contours, key=cv2.contourArea).reshape(-1, 2) if contours else None
+        if best is None or len(best) < 3 or cv2.contourArea(best) == 0:
+            r1, c1 = sl[0].stop - 1, sl[1].stop - 1
+            ring = np.array(
+                [[r0 - 0.5, c0 - 0.5], [r0 - 0.5, c1 + 0.5], [r1 + 0.5, c1 + 0.5],
+                 [r1 + 0.5, c0 - 0.5]]
+            )  # fmt: skip
+        else:
+            ring = best[:, ::-1].astype(np.float64) + np.array([r0, c0], dtype=np.float64)
+        out.append(np.vstack([ring, ring[:1]]))
     return out
 
 

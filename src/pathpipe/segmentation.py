@@ -30,7 +30,7 @@ Frames
 :mod:`pathpipe.synthetic`). A tile pixel covers ``s`` level-0 pixels per side
 (``s = l0_tile_size / tile_size``), so ``l0_x = l0_x0 + (t_col + 0.5) s - 0.5``.
 GeoJSON follows QuPath, where pixel ``i`` spans ``[i, i + 1)``:
-``x = l0_x0 + (t_col + 0.5) s`` for a contour point between pixel centres.
+``x = l0_x0 + (t_col + 0.5) s`` for a contour vertex at tile position ``t_col``.
 
 Overlapping tiles
 -----------------
