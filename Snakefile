@@ -1,5 +1,5 @@
-# pathpipe: whole-slide images to tiles and nuclei (stages `tissue`, `tiling`,
-# `segmentation`).
+# pathpipe: whole-slide images to tiles, nuclei and cellular features (stages
+# `tissue`, `tiling`, `segmentation`, `features`).
 #
 #   snakemake                                       # run locally (profiles/default applies)
 #   snakemake --workflow-profile profiles/slurm     # run on a SLURM cluster
@@ -35,6 +35,7 @@ SLIDES = load_slides(config["slides"])
 include: "workflow/rules/tissue.smk"
 include: "workflow/rules/tiling.smk"
 include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/features.smk"
 
 
 rule all:

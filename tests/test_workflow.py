@@ -45,6 +45,9 @@ PER_SLIDE = (
     "nuclei.geojson",
     "segmentation.png",
     "segmentation.json",
+    "nuclear_features.parquet",
+    "tile_features.parquet",
+    "features.png",
 )
 
 
@@ -178,6 +181,15 @@ def test_full_run_produces_every_output(full_run) -> None:
     seg = pd.read_csv(workdir / "results" / "cohort" / "segmentation_summary.tsv", sep="\t")
     assert list(seg["slide"]) == SLIDES
 
+    # Features: one row per nucleus and per tile.
+    for slide in SLIDES:
+        nuclei = pd.read_parquet(workdir / "results" / slide / "nuclei.parquet")
+        nuc = pd.read_parquet(workdir / "results" / slide / "nuclear_features.parquet")
+        tiles = pd.read_parquet(workdir / "results" / slide / "tile_features.parquet")
+        assert len(nuc) == len(nuclei) and nuc.shape[1] > 200
+        n_tiles = zarr.open_group(str(workdir / "results" / slide / "tiles.zarr"), mode="r")
+        assert len(tiles) == n_tiles["tiles"].shape[0]
+
 
 def test_rerun_does_nothing(full_run) -> None:
     workdir, run = full_run
@@ -200,6 +212,7 @@ def test_removed_slide_output_redoes_only_that_slide(full_run) -> None:
         ("tissue", "s_high_1"),
         ("tiling", "s_high_1"),
         ("segmentation", "s_high_1"),
+        ("features", "s_high_1"),
         ("tiling_summary", None),
         ("segmentation_summary", None),
         ("all", None),
@@ -247,7 +260,9 @@ def test_mpp_flow_and_params_change(full_run) -> None:
     assert dry.returncode == 0, dry.output
     others = [s for s in SLIDES if s not in SHEET_MPP]
     per_slide = {(rule, s) for rule, s in dry.jobs() if s is not None}
-    assert per_slide == {(rule, s) for rule in ("tissue", "tiling", "segmentation") for s in others}
+    assert per_slide == {
+        (rule, s) for rule in ("tissue", "tiling", "segmentation", "features") for s in others
+    }
     commands = [line for line in dry.output.splitlines() if "pathpipe tissue " in line]
     assert len(commands) == len(others)
     assert all("--slide-mpp 0.5 --slide-mpp-source config" in c for c in commands)
@@ -265,6 +280,8 @@ def test_report_has_overlays_and_summary(full_run) -> None:
     for slide in SLIDES:
         assert f"results/{slide}/segmentation.png" in html
     assert "results/cohort/segmentation_summary.tsv" in html
+    for slide in SLIDES:
+        assert f"results/{slide}/features.png" in html
     assert "pathpipe turns a cohort" in html  # workflow/report/workflow.rst
 
 
@@ -291,6 +308,7 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path: Path, slide_files) 
         ("tissue", "corrupt"),
         ("tiling", "corrupt"),
         ("segmentation", "corrupt"),
+        ("features", "corrupt"),
         ("tiling_summary", None),
         ("segmentation_summary", None),
         ("all", None),

@@ -149,6 +149,9 @@ def final_outputs(wildcards):
                 "results/{slide}/nuclei.parquet",
                 "results/{slide}/nuclei.geojson",
                 "results/{slide}/segmentation.png",
+                "results/{slide}/nuclear_features.parquet",
+                "results/{slide}/tile_features.parquet",
+                "results/{slide}/features.png",
             ],
             slide=SLIDES.index,
         ),
@@ -227,4 +230,23 @@ def segmentation_args(wildcards):
             args.append(f"--{key.replace('_', '-')} {shlex.quote(str(seg[key]))}")
     for key, value in seg["classical"].items():
         args.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(args)
+
+
+def features_args(wildcards):
+    """Params function: `pathpipe features run` options from config `features`."""
+    f = config["features"]
+    args = [
+        f"--families {','.join(f['families'])}",
+        f"--channels {','.join(f['channels'])}",
+        f"--graph {f['graph']} --graph-k {f['graph_k']}",
+    ]
+    if f["bin_width"]:
+        args.append("--bin-width " + ",".join(f"{k}={v}" for k, v in f["bin_width"].items()))
+    if f["bin_count"]:
+        args.append("--bin-count " + ",".join(f"{k}={v}" for k, v in f["bin_count"].items()))
+    if f["per_phenotype"]:
+        args.append(f"--per-phenotype {','.join(f['per_phenotype'])}")
+    if f["aggregate_border_nuclei"]:
+        args.append("--aggregate-border-nuclei")
     return " ".join(args)
