@@ -15,11 +15,14 @@ a value.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FAMILIES", "FeatureSpec", "NucleusBatch"]
+from pathpipe.errors import ConfigError
+
+__all__ = ["FAMILIES", "FeatureSpec", "NucleusBatch", "validate_batch"]
 
 FAMILIES = (
     "geometry",
@@ -80,3 +83,35 @@ class NucleusBatch:
     ids: np.ndarray
     channels: dict[str, np.ndarray] = field(default_factory=dict)
     mpp: float = 0.5
+
+
+def validate_batch(batch: NucleusBatch) -> None:
+    """Raise :class:`ConfigError` unless ``batch`` is a well-formed :class:`NucleusBatch`."""
+    labels = np.asarray(batch.labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(
+            f"NucleusBatch.labels: expected an (H, W) integer array, received shape "
+            f"{labels.shape} dtype {labels.dtype}"
+        )
+    if labels.size and labels.min() < 0:
+        raise ConfigError(
+            f"NucleusBatch.labels has negative ids (min {labels.min()}); expected 0 for "
+            "background and positive ids"
+        )
+    ids = np.asarray(batch.ids)
+    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+        raise ConfigError(
+            f"NucleusBatch.ids: expected a 1-D integer array, received shape {ids.shape} "
+            f"dtype {ids.dtype}"
+        )
+    if ids.size and (ids.min() <= 0 or np.unique(ids).size != ids.size):
+        raise ConfigError("NucleusBatch.ids: expected distinct positive label ids")
+    mpp = batch.mpp
+    if isinstance(mpp, bool) or not (isinstance(mpp, int | float) and 0 < mpp < math.inf):
+        raise ConfigError(f"NucleusBatch.mpp must be a number > 0 (µm per pixel), received {mpp!r}")
+    for name, img in batch.channels.items():
+        if np.shape(img) != labels.shape:
+            raise ConfigError(
+                f"NucleusBatch.channels[{name!r}] has shape {np.shape(img)}; expected the "
+                f"labels shape {labels.shape}"
+            )

@@ -35,8 +35,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from pathpipe._features_base import FeatureSpec, NucleusBatch
-from pathpipe.errors import ConfigError
+from pathpipe._features_base import FeatureSpec, NucleusBatch, validate_batch
 from pathpipe.phenotype import _CROFTON_4
 
 __all__ = ["compute", "feature_specs"]
@@ -186,38 +185,6 @@ class Nuclei:
         return np.bincount(self.index, weights=weights, minlength=self.n)
 
 
-def validate(batch: NucleusBatch) -> None:
-    """Raise :class:`ConfigError` unless ``batch`` is a well-formed :class:`NucleusBatch`."""
-    labels = np.asarray(batch.labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ConfigError(
-            f"NucleusBatch.labels: expected an (H, W) integer array, received shape "
-            f"{labels.shape} dtype {labels.dtype}"
-        )
-    if labels.size and labels.min() < 0:
-        raise ConfigError(
-            f"NucleusBatch.labels has negative ids (min {labels.min()}); expected 0 for "
-            "background and positive ids"
-        )
-    ids = np.asarray(batch.ids)
-    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
-        raise ConfigError(
-            f"NucleusBatch.ids: expected a 1-D integer array, received shape {ids.shape} "
-            f"dtype {ids.dtype}"
-        )
-    if ids.size and (ids.min() <= 0 or np.unique(ids).size != ids.size):
-        raise ConfigError("NucleusBatch.ids: expected distinct positive label ids")
-    mpp = batch.mpp
-    if isinstance(mpp, bool) or not (isinstance(mpp, int | float) and 0 < mpp < math.inf):
-        raise ConfigError(f"NucleusBatch.mpp must be a number > 0 (µm per pixel), received {mpp!r}")
-    for name, img in batch.channels.items():
-        if np.shape(img) != labels.shape:
-            raise ConfigError(
-                f"NucleusBatch.channels[{name!r}] has shape {np.shape(img)}; expected the "
-                f"labels shape {labels.shape}"
-            )
-
-
 _LAST: list[tuple[np.ndarray, np.ndarray, float, Nuclei]] = []
 
 
@@ -230,7 +197,7 @@ def prepare(batch: NucleusBatch) -> Nuclei:
     with equal labels, ids and mpp comes (compared by value: safe against
     in-place edits).
     """
-    validate(batch)
+    validate_batch(batch)
     labels = np.asarray(batch.labels)
     ids = np.asarray(batch.ids)
     if _LAST:

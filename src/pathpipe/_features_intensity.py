@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from pathpipe._features_base import FeatureSpec, NucleusBatch
+from pathpipe._features_base import FeatureSpec, NucleusBatch, validate_batch
 from pathpipe.errors import ConfigError
 
 __all__ = [
@@ -186,34 +186,6 @@ class NucleusPixels:
         return out
 
 
-def _validate(batch: NucleusBatch) -> None:
-    labels = np.asarray(batch.labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ConfigError(
-            f"NucleusBatch.labels: expected an (H, W) integer array, received shape "
-            f"{labels.shape} dtype {labels.dtype}"
-        )
-    if labels.size and labels.min() < 0:
-        raise ConfigError("NucleusBatch.labels has negative ids; expected 0 and positive ids")
-    ids = np.asarray(batch.ids)
-    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
-        raise ConfigError(
-            f"NucleusBatch.ids: expected a 1-D integer array, received shape {ids.shape} "
-            f"dtype {ids.dtype}"
-        )
-    if ids.size and (ids.min() <= 0 or np.unique(ids).size != ids.size):
-        raise ConfigError("NucleusBatch.ids: expected distinct positive label ids")
-    mpp = batch.mpp
-    if isinstance(mpp, bool) or not (isinstance(mpp, int | float) and 0 < mpp < math.inf):
-        raise ConfigError(f"NucleusBatch.mpp must be a number > 0 (µm per pixel), received {mpp!r}")
-    for name, img in batch.channels.items():
-        if np.shape(img) != labels.shape:
-            raise ConfigError(
-                f"NucleusBatch.channels[{name!r}] has shape {np.shape(img)}; expected the "
-                f"labels shape {labels.shape}"
-            )
-
-
 @numba.njit(cache=True, nogil=True)
 def _bucket(compact: np.ndarray, n: int):
     """Pixels of ``compact`` (nucleus index + 1, 0 outside) by nucleus, raster order within.
@@ -247,7 +219,7 @@ def _bucket(compact: np.ndarray, n: int):
 
 def group_pixels(batch: NucleusBatch) -> NucleusPixels:
     """Validate ``batch`` and group its pixels by nucleus (see :class:`NucleusPixels`)."""
-    _validate(batch)
+    validate_batch(batch)
     labels = np.asarray(batch.labels)
     ids = np.asarray(batch.ids).astype(np.int64)
     n = ids.size
