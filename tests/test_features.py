@@ -146,6 +146,13 @@ def test_run_features_on_generated_slides(segmented) -> None:
         med = [c for c in tiles.columns if c.endswith("_lymphocyte_med")]
         assert len(med) >= 200
         assert (segmented[cls] / "features.png").stat().st_size > 5000
+        import json
+
+        import pyarrow.parquet as pq
+
+        for name in ("nuclear_features.parquet", "tile_features.parquet"):
+            meta = pq.read_metadata(segmented[cls] / name).metadata[b"pathpipe"]
+            assert json.loads(meta)["n_nuclei"] == len(nuclei), name
     # The generated classes differ as designed: "high" nuclei are larger (counts per
     # tile vary too much over 6 small tiles to compare).
     low, high = results["low"][1], results["high"][1]

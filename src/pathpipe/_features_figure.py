@@ -13,18 +13,19 @@ __all__ = ["features_figure"]
 
 # One or two features per family, shown when present (first match of each entry).
 _PREFERRED = (
-    ("area_um2", "geometry_area_um2"),
-    ("circularity", "geometry_circularity"),
-    ("fo_mean_h",),
-    ("glcm_contrast_grey", "glcm_contrast_h"),
-    ("morphology_convexity_deficiency", "convexity_deficiency"),
-    ("chromatin_heterochromatin_area_ratio_h",),
-    ("boundary_curvature_std",),
-    ("boundary_gini",),
+    ("area_um2",),
+    ("circularity",),
+    ("fo_mean_h", "fo_mean_grey"),
+    ("glcm_contrast_h", "glcm_contrast_grey"),
+    ("convexity_deficiency",),
+    ("chromatin_hc_area_ratio_h", "chromatin_hc_area_ratio_grey"),
+    ("curvature_std",),
+    ("boundary_radius_gini",),
 )
 
 
-def _pick(columns: Sequence[str], n: int = 8) -> list[str]:
+def pick_features(columns: Sequence[str], n: int = 8) -> list[str]:
+    """The (up to ``n``) features the figure shows: preferred ones first."""
     chosen = []
     for options in _PREFERRED:
         for name in options:
@@ -38,9 +39,18 @@ def _pick(columns: Sequence[str], n: int = 8) -> list[str]:
 
 
 def features_figure(
-    path: str | os.PathLike[str], nuclear: Any, *, classes: Sequence[str], title: str
+    path: str | os.PathLike[str],
+    nuclear: Any,
+    *,
+    classes: Sequence[str],
+    title: str,
+    n_features: int | None = None,
 ) -> None:
-    """Histogram per phenotype of up to eight key nuclear features."""
+    """Histogram per phenotype of up to eight key nuclear features.
+
+    ``nuclear`` needs ``phenotype`` and the feature columns to show (others are
+    ignored); ``n_features`` is the total number of nuclear features, for the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +61,7 @@ def features_figure(
 
     skip = {"nucleus_id", "tile", "label", "phenotype", "touches_border"}
     columns = [c for c in nuclear.columns if c not in skip]
-    names = _pick(columns)
+    names = pick_features(columns)
     colours = class_colours(classes)
     n_cols = 4
     n_rows = max(1, math.ceil(len(names) / n_cols))
@@ -84,7 +94,8 @@ def features_figure(
         fig.legend(
             handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False
         )
-    fig.suptitle(f"{title}: {len(nuclear)} nuclei, {len(columns)} nuclear features")
+    total = len(columns) if n_features is None else n_features
+    fig.suptitle(f"{title}: {len(nuclear)} nuclei, {total} nuclear features")
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

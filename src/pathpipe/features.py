@@ -377,58 +377,142 @@ def run_features(
             yield i, np.asarray(tiles[i]), np.asarray(labels[i]), by_tile.get(i, empty_rows)
 
     workers = params.workers or os.cpu_count() or 1
-    nuclear_parts, tile_rows = [], []
-    if workers > 1 and n_tiles > 2:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,)) as pool:
-            for nuc, row in ordered_map(pool, _tile_job, jobs(), ahead=2 * workers):
-                nuclear_parts.append(nuc)
+    from pathpipe._features_figure import pick_features
+
+    shown = pick_features(names)
+    tile_rows: list[dict[str, float]] = []
+    figure_parts: list[Any] = []
+    n_nuclei = 0
+    # Nuclear features stream into the Parquet file a row group at a time, so memory
+    # holds a few tiles' rows (plus the figure's few columns), not the slide's.
+    with _NuclearWriter(nuclear_out, names) as writer:
+        if workers > 1 and n_tiles > 2:
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,))
+            results = ordered_map(pool, _tile_job, jobs(), ahead=2 * workers)
+        else:
+            pool = None
+            _init_worker(state)
+            results = map(_tile_job, jobs())
+        try:
+            for nuc, row in results:
+                writer.write(nuc)
+                n_nuclei += len(nuc)
                 tile_rows.append(row)
-    else:
-        _init_worker(state)
-        for nuc, row in map(_tile_job, jobs()):
-            nuclear_parts.append(nuc)
-            tile_rows.append(row)
-    nuclear = (
-        pd.concat(nuclear_parts, ignore_index=True)
-        if nuclear_parts
-        else pd.DataFrame(
-            columns=["nucleus_id", "tile", "label", "phenotype", "touches_border", *names]
+                figure_parts.append(nuc[["phenotype", *shown]])
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        tile_df = pd.DataFrame(tile_rows)
+        record = provenance(
+            stage="features",
+            params=_params_dict(params),
+            source={
+                "tiles": str(Path(tiles_path).resolve()),
+                "nuclei": str(Path(nuclei_path).resolve()),
+                "labels": str(Path(labels_path).resolve()),
+            },
+            mpp=mpp,
+            classes=classes,
+            n_tiles=n_tiles,
+            n_nuclei=n_nuclei,
+            n_nuclear_features=len(names),
+            n_tile_features=max(0, tile_df.shape[1] - 3),
+            seconds=round(time.perf_counter() - t0, 3),
         )
-    )
-    tile_df = pd.DataFrame(tile_rows)
-    record = provenance(
-        stage="features",
-        params=_params_dict(params),
-        source={
-            "tiles": str(Path(tiles_path).resolve()),
-            "nuclei": str(Path(nuclei_path).resolve()),
-            "labels": str(Path(labels_path).resolve()),
-        },
-        mpp=mpp,
-        classes=classes,
-        n_tiles=n_tiles,
-        n_nuclei=len(nuclear),
-        n_nuclear_features=len(names),
-        n_tile_features=max(0, tile_df.shape[1] - 3),
-        seconds=round(time.perf_counter() - t0, 3),
-    )
-    _write_parquet(nuclear, nuclear_out, record)
-    _write_parquet(tile_df, tile_out, record)
+        writer.record = record
+        _write_parquet(tile_df, tile_out, record)
     if figure_path is not None:
         from pathpipe._features_figure import features_figure
 
+        shown_df = (
+            pd.concat(figure_parts, ignore_index=True)
+            if figure_parts
+            else pd.DataFrame(columns=["phenotype", *shown])
+        )
         features_figure(
-            figure_path, nuclear, classes=classes, title=Path(tiles_path).resolve().parent.name
+            figure_path,
+            shown_df,
+            classes=classes,
+            n_features=len(names),
+            title=Path(tiles_path).resolve().parent.name,
         )
     log.info(
         "features: %d nuclei x %d nuclear features, %d tiles x %d tile features in %.1f s",
-        len(nuclear),
+        n_nuclei,
         len(names),
         n_tiles,
         record["n_tile_features"],
         record["seconds"],
     )
     return record
+
+
+class _NuclearWriter:
+    """``nuclear_features.parquet`` written in row groups, atomically, with the
+    provenance record (set ``record`` before the block ends) in its metadata."""
+
+    _ROWS = 50_000
+
+    def __init__(self, path: str | os.PathLike[str], names: Sequence[str]) -> None:
+        import pyarrow as pa
+
+        self.path = Path(path)
+        self.schema = pa.schema(
+            [
+                ("nucleus_id", pa.int64()),
+                ("tile", pa.int32()),
+                ("label", pa.int32()),
+                ("phenotype", pa.string()),
+                ("touches_border", pa.bool_()),
+                *[(n, pa.float64()) for n in names],
+            ]
+        )
+        self.record: dict[str, Any] | None = None
+        self._buffer: list[Any] = []
+        self._rows = 0
+
+    def __enter__(self) -> _NuclearWriter:
+        import pyarrow.parquet as pq
+
+        from pathpipe.storage import atomic_file
+
+        self._atomic = atomic_file(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        return self
+
+    def write(self, df: Any) -> None:
+        if len(df):
+            df = df.assign(phenotype=df["phenotype"].astype(str))
+            self._buffer.append(df)
+            self._rows += len(df)
+        if self._rows >= self._ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pandas as pd
+        import pyarrow as pa
+
+        if self._buffer:
+            df = pd.concat(self._buffer, ignore_index=True)
+            table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+            self._writer.write_table(table)
+        self._buffer, self._rows = [], 0
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        import json
+
+        from pathpipe.storage import _json_default
+
+        try:
+            if exc_type is None:
+                self._flush()
+                if self.record is not None:
+                    meta = json.dumps(self.record, default=_json_default)
+                    self._writer.add_key_value_metadata({"pathpipe": meta})
+        finally:
+            self._writer.close()
+            self._atomic.__exit__(exc_type, exc, tb)
 
 
 def _params_dict(params: FeatureParams) -> dict[str, Any]:
