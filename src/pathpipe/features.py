@@ -347,6 +347,11 @@ def run_features(
             "tiles; expected the segmentation of these tiles (rerun segmentation)"
         )
     nuclei = pd.read_parquet(nuclei_path)
+    if n_tiles == 0:
+        log.warning(
+            "%s holds no tiles (tiling filtered every tile out): writing empty feature tables",
+            tiles_path,
+        )
     classes = list(lmeta["classes"])
     bad = [c for c in params.per_phenotype if c not in classes]
     if bad:

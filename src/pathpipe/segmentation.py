@@ -493,6 +493,11 @@ def run_segmentation(
     stride = tile_size - int(meta["params"].get("overlap", 0))
     scale = float(meta["l0_tile_size"][0]) / tile_size
     present = {(int(r), int(c)): i for i, (r, c) in enumerate(grid_rc)}
+    if n_tiles == 0:
+        log.warning(
+            "%s holds no tiles (tiling filtered every tile out): writing empty outputs",
+            tiles_path,
+        )
 
     stain = _estimate_stain(tiles_arr, params)
     if stain.note:
