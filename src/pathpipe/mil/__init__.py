@@ -1,0 +1,73 @@
+"""Slide classification by gated attention-based deep MIL (AMIL) on tile features.
+
+The ``mil`` stage, after CellFiNet (MICCAI 2023 workshops) on top of
+attention-based deep multiple instance learning (Ilse, Tomczak & Welling
+2018, gated attention): each slide is a bag of its tiles' preprocessed
+cellular features (:class:`pathpipe.preprocessing.FeaturePreprocessor`), the
+model weighs the tiles by attention and classifies the slide; a tile-level
+random forest is the benchmark.
+
+Modules, one concern each:
+
+========================  ====================================================
+``splits``                :func:`make_splits`: patient-grouped test set and
+                          stratified folds (no torch)
+``model``                 :class:`GatedAttentionMIL`
+``train``                 :func:`train_amil`, :func:`predict_amil`
+``baseline``              :class:`RandomForestBaseline` (no torch)
+``io``                    :func:`save_amil`, :func:`load_amil` (safetensors)
+``_bags``                 bag and label validation (numpy)
+========================  ====================================================
+
+Names are imported lazily: ``from pathpipe.mil import make_splits`` does not
+import torch; the model, training and I/O names import it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "GatedAttentionMIL",
+    "RandomForestBaseline",
+    "Splits",
+    "TrainHistory",
+    "load_amil",
+    "make_splits",
+    "predict_amil",
+    "save_amil",
+    "train_amil",
+]
+
+_WHERE = {
+    "GatedAttentionMIL": "model",
+    "RandomForestBaseline": "baseline",
+    "Splits": "splits",
+    "TrainHistory": "train",
+    "load_amil": "io",
+    "make_splits": "splits",
+    "predict_amil": "train",
+    "save_amil": "io",
+    "train_amil": "train",
+}
+
+if TYPE_CHECKING:
+    from pathpipe.mil.baseline import RandomForestBaseline
+    from pathpipe.mil.io import load_amil, save_amil
+    from pathpipe.mil.model import GatedAttentionMIL
+    from pathpipe.mil.splits import Splits, make_splits
+    from pathpipe.mil.train import TrainHistory, predict_amil, train_amil
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pathpipe.mil' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pathpipe.mil.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
