@@ -59,6 +59,7 @@ import numpy as np
 from pathpipe._concurrency import ordered_map
 from pathpipe._segmentation_classical import ClassicalParams
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.phenotype import DEFAULT_CLASSES
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -76,7 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 METHODS = ("classical", "unet")
-DEFAULT_CLASSES: tuple[str, ...] = ("tumour", "lymphocyte", "other")
 
 NUCLEI_COLUMNS = [
     "nucleus_id",
