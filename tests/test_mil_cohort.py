@@ -209,3 +209,49 @@ def test_missing_table_raises(cohort):
     tables, sheet = cohort
     with pytest.raises(ConfigError, match="P02_0"):
         load_bags({k: v for k, v in tables.items() if k != "P02_0"}, sheet)
+
+
+def test_cli_train_and_predict(cohort, tmp_path):
+    """`pathpipe mil train|predict` on slide folders, as the workflow lays them out."""
+    import shutil
+
+    from pathpipe.cli import main
+
+    tables, sheet = cohort
+    paths = []
+    for sid, path in tables.items():
+        dest = tmp_path / "results" / sid / "tile_features.parquet"
+        dest.parent.mkdir(parents=True)
+        shutil.copy(path, dest)
+        paths.append(str(dest))
+    sheet_path = tmp_path / "slides.tsv"
+    # an unlabelled slide without a table in the sheet is ignored
+    pd.concat([sheet, pd.DataFrame([{"slide_id": "EXTRA", "patient": "PX"}])]).to_csv(
+        sheet_path, sep="\t", index=False
+    )
+    out = tmp_path / "mil"
+    common = ["--device", "cpu", "--seed", "0"]
+    rc = main(
+        ["mil", "train", "--tables", *paths, "--sheet", str(sheet_path), "--out-dir", str(out),
+         "--n-folds", "3", "--epochs", "30", "--lr", "5e-3", "--patience", "8",
+         "--rf-n-estimators", "50", *common]
+    )  # fmt: skip
+    assert rc == 0
+    table1 = pd.read_csv(out / "table1.tsv", sep="\t")
+    assert len(table1) == 2 and (table1["val_auc_mean"] > 0.8).all()
+    rc = main(
+        ["mil", "predict", "--model", str(out / "model"), "--tables", *paths[:3],
+         "--out", str(tmp_path / "pred.tsv"), "--device", "cpu"]
+    )  # fmt: skip
+    assert rc == 0
+    pred = pd.read_csv(tmp_path / "pred.tsv", sep="\t")
+    assert len(pred) == 3 and pred["probability"].between(0, 1).all()
+    # a table whose slide is not in the sheet is an error, not silently dropped
+    extra = tmp_path / "results" / "GHOST" / "tile_features.parquet"
+    extra.parent.mkdir()
+    shutil.copy(paths[0], extra)
+    rc = main(
+        ["mil", "train", "--tables", *paths, str(extra), "--sheet", str(sheet_path),
+         "--out-dir", str(tmp_path / "x"), *common]
+    )  # fmt: skip
+    assert rc == 1

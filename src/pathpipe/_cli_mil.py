@@ -1,0 +1,94 @@
+"""``pathpipe mil ...``: cohort slide classification (private).
+
+train     cross-validate AMIL and the random-forest baseline, train and test the final model
+predict   classify slides with a saved model
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from pathpipe.errors import ConfigError
+
+__all__ = ["add_parser"]
+
+log = logging.getLogger("pathpipe")
+
+
+def _tables(paths: list[Path]) -> dict[str, Path]:
+    """slide_id -> tile_features.parquet, the slide id being the file's folder name."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        slide = p.parent.name
+        if slide in out:
+            raise ConfigError(
+                f"two tables for slide {slide!r}: {out[slide]} and {p}; expected "
+                "results/<slide>/tile_features.parquet, one per slide"
+            )
+        out[slide] = p
+    return out
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``mil`` and its sub-commands to the top-level sub-parsers."""
+    from pathpipe.mil.cohort import MILParams
+
+    p = sub.add_parser("mil", help="AMIL slide classification of a cohort")
+    msub = p.add_subparsers(dest="mil_command", metavar="WHAT", required=True)
+
+    q = msub.add_parser("train", help="cross-validate, train and test on a cohort")
+    q.add_argument(
+        "--tables", nargs="+", required=True, type=Path,
+        help="results/<slide>/tile_features.parquet of every slide",
+    )  # fmt: skip
+    q.add_argument(
+        "--sheet", required=True, type=Path, help="slide sheet TSV (label, patient, split)"
+    )
+    q.add_argument("--out-dir", required=True, type=Path)
+    g = q.add_argument_group("training (config mil)")
+    for f in dataclasses.fields(MILParams):
+        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    q.set_defaults(func=_cmd_train)
+
+    q = msub.add_parser("predict", help="classify slides with a saved model")
+    q.add_argument("--model", required=True, type=Path, help="the model/ folder of 'mil train'")
+    q.add_argument("--tables", nargs="+", required=True, type=Path)
+    q.add_argument("--out", required=True, type=Path, help="output TSV")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=_cmd_predict)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from pathpipe.mil.cohort import MILParams, run_cross_validation, write_mil_outputs
+
+    params = MILParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(MILParams)})
+    try:
+        sheet = pd.read_csv(args.sheet, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ConfigError(f"cannot read slide sheet {args.sheet}: {exc}") from exc
+    tables = _tables(args.tables)
+    unknown = sorted(set(tables) - set(sheet["slide_id"]))
+    if unknown:
+        raise ConfigError(f"slides {unknown} have tables but are not in the sheet {args.sheet}")
+    # The cohort is the slides whose tables were given; other sheet rows are ignored.
+    sheet = sheet[sheet["slide_id"].isin(tables)]
+    result = run_cross_validation(tables, sheet, params=params)
+    write_mil_outputs(result, args.out_dir)
+    for row in result.table1.itertuples(index=False):
+        log.info("mil: %s", " ".join(f"{k}={v}" for k, v in row._asdict().items()))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from pathpipe.mil.cohort import predict_slides
+    from pathpipe.storage import atomic_file
+
+    df = predict_slides(args.model, _tables(args.tables), device=args.device)
+    with atomic_file(args.out) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)
+    log.info("mil predict: %d slides -> %s", len(df), args.out)
