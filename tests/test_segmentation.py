@@ -343,3 +343,36 @@ def test_unet_method_runs_a_trained_model_on_a_slide(synthetic_slide, tmp_path):
     with pytest.raises(ConfigError, match="predicts classes"):
         _run(tiles, tmp_path / "x", method="unet", model=str(tmp_path / "model"), device="cpu")
     assert not (tmp_path / "x" / "nuclei.parquet").exists()
+
+
+def test_cli_pretrain_then_finetune(synthetic_slide, tmp_path):
+    """`pathpipe segmentation pretrain` on a slide's tiles, then `train --init`."""
+    from pathpipe.annotations import (
+        SYNTHETIC_CLASSES,
+        synthetic_annotated_tiles,
+        write_annotated_dir,
+    )
+    from pathpipe.cli import main
+
+    slide, mask, _ = synthetic_slide
+    tiles = _tiles(slide, mask, tmp_path / "tiles.zarr", max_tiles=2)
+    small = ["--batch-size", "2", "--device", "cpu"]
+    rc = main(
+        ["segmentation", "pretrain", "--tiles", str(tiles), "--out", str(tmp_path / "diff"),
+         "--iterations", "2", "--block-out-channels", "8,16", "--layers-per-block", "1",
+         "--crop-size", "32", *small]
+    )  # fmt: skip
+    assert rc == 0 and (tmp_path / "diff" / "diffusion.safetensors").exists()
+    ann = list(synthetic_annotated_tiles(n_tiles=2, tile_size=64, seed=2, slide_size=2048))
+    write_annotated_dir(tmp_path / "ann", ann, classes=SYNTHETIC_CLASSES, mpp=0.5)
+    rc = main(
+        ["segmentation", "train", "--data", str(tmp_path / "ann"), "--out", str(tmp_path / "m"),
+         "--init", str(tmp_path / "diff"), "--strategy", "decoder", "--iterations", "2", *small]
+    )  # fmt: skip
+    assert rc == 0 and (tmp_path / "m" / "model.safetensors").exists()
+    # a strategy that needs a checkpoint, without one, fails with ERROR and exit 1
+    rc = main(
+        ["segmentation", "train", "--data", str(tmp_path / "ann"), "--out", str(tmp_path / "x"),
+         "--strategy", "linear", "--iterations", "2", *small]
+    )  # fmt: skip
+    assert rc == 1 and not (tmp_path / "x").exists()

@@ -348,14 +348,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from pathpipe.nn import pretrain_diffusion
+    from pathpipe.nn.data import store_mpp
     from pathpipe.storage import open_store
 
     mpp = args.mpp
     if mpp is None:
-        mpps = {
-            float(open_store(p, stage="tiling").attrs["pathpipe"]["params"]["mpp"])
-            for p in args.tiles
-        }
+        mpps = {store_mpp(open_store(p, stage="tiling")) for p in args.tiles}
         if len(mpps) != 1:
             raise ConfigError(
                 f"the tile stores have different MPPs {sorted(mpps)}; expected one (pass --mpp "

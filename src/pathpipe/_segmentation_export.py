@@ -228,7 +228,9 @@ def segmentation_figure(
     codes = nuclei["phenotype"].cat.codes.to_numpy()
     n_cols = 3
     n_rows = max(1, math.ceil(len(picks) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.4 * n_rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(4 * n_cols, 4.4 * n_rows + 0.6), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), picks, strict=False):

@@ -332,7 +332,7 @@ def run_features(
     """
     import pandas as pd
 
-    from pathpipe.storage import open_store, provenance
+    from pathpipe.storage import open_store, provenance, write_parquet
 
     params = params or FeatureParams()
     t0 = time.perf_counter()
@@ -425,7 +425,7 @@ def run_features(
             seconds=round(time.perf_counter() - t0, 3),
         )
         writer.record = record
-        _write_parquet(tile_df, tile_out, record)
+        write_parquet(tile_df, tile_out, record)
     if figure_path is not None:
         from pathpipe._features_figure import features_figure
 
@@ -505,16 +505,13 @@ class _NuclearWriter:
         self._buffer, self._rows = [], 0
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        import json
-
-        from pathpipe.storage import _json_default
+        from pathpipe.storage import provenance_json
 
         try:
             if exc_type is None:
                 self._flush()
                 if self.record is not None:
-                    meta = json.dumps(self.record, default=_json_default)
-                    self._writer.add_key_value_metadata({"pathpipe": meta})
+                    self._writer.add_key_value_metadata({"pathpipe": provenance_json(self.record)})
         finally:
             self._writer.close()
             self._atomic.__exit__(exc_type, exc, tb)
@@ -525,21 +522,6 @@ def _params_dict(params: FeatureParams) -> dict[str, Any]:
     for k in ("families", "channels", "per_phenotype"):
         d[k] = list(d[k])
     return d
-
-
-def _write_parquet(df: Any, path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pathpipe.storage import _json_default, atomic_file
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"pathpipe"] = json.dumps(record, default=_json_default).encode()
-    with atomic_file(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
 # ---------------------------------------------------------------------------

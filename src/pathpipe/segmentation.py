@@ -479,7 +479,14 @@ def run_segmentation(
     import zarr
 
     from pathpipe import _segmentation_export as export
-    from pathpipe.storage import ChunkWriter, atomic_dir, open_store, provenance, write_json
+    from pathpipe.storage import (
+        ChunkWriter,
+        atomic_dir,
+        open_store,
+        provenance,
+        write_json,
+        write_parquet,
+    )
 
     params = params or SegmentationParams()
     t0 = time.perf_counter()
@@ -606,7 +613,7 @@ def run_segmentation(
                 seconds=round(elapsed, 3),
                 tiles_per_second=round(n_tiles / elapsed, 2) if elapsed > 0 else None,
             )
-            _write_table(nuclei, table_path, record)
+            write_parquet(nuclei, table_path, record)
             record["complete"] = True
             root.attrs["pathpipe"] = record
     finally:
@@ -662,22 +669,6 @@ def _finish_table(tables: list[Any], classes: Sequence[str]) -> Any:
     df["nucleus_id"] = df["nucleus_id"].astype(np.int64)
     df["tile"] = df["tile"].astype(np.int32)
     return df[NUCLEI_COLUMNS].reset_index(drop=True)
-
-
-def _write_table(df: Any, path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pathpipe.storage import _json_default, atomic_file
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"pathpipe"] = json.dumps(record, default=_json_default).encode()
-    table = table.replace_schema_metadata(meta)
-    with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
 
 
 def segmentation_summary(stores: Sequence[str | os.PathLike[str]]) -> Any:
@@ -778,9 +769,7 @@ def evaluate_segmentation(
             score_classes.append(target)
         lut[k] = score_classes.index(target) + 1
     stain = estimate_stain_matrix(
-        np.stack([t.rgb for t in ann.tiles])
-        if _same_shape(ann.tiles)
-        else [t.rgb for t in ann.tiles],
+        [t.rgb for t in ann.tiles],
         method="fixed" if params.stain == "fixed" else "macenko",
         seed=params.seed,
     )
@@ -814,7 +803,3 @@ def evaluate_segmentation(
         stain={"method": stain.method, "note": stain.note},
     )
     return scores, pd.DataFrame(rows)
-
-
-def _same_shape(tiles: Sequence[Any]) -> bool:
-    return len({t.rgb.shape for t in tiles}) == 1

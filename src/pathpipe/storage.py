@@ -31,8 +31,10 @@ __all__ = [
     "file_checksum",
     "open_store",
     "provenance",
+    "provenance_json",
     "source_record",
     "write_json",
+    "write_parquet",
 ]
 
 _CHUNK = 8 * 1024 * 1024
@@ -124,6 +126,24 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_parquet(df: Any, path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Write a DataFrame as Parquet, atomically, with ``record`` (provenance) as JSON
+    under the key ``pathpipe`` of the file's metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"pathpipe"] = provenance_json(record).encode()
+    with atomic_file(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def provenance_json(record: dict[str, Any]) -> str:
+    """``record`` as compact JSON (NumPy scalars and arrays, paths converted)."""
+    return json.dumps(record, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:
