@@ -35,7 +35,7 @@ def _tables(paths: list[Path]) -> dict[str, Path]:
 
 def add_parser(sub: Any) -> None:
     """Add ``mil`` and its sub-commands to the top-level sub-parsers."""
-    from pathpipe.mil.cohort import MILParams
+    from pathpipe.mil.cohort import EARLY_STOPPING, MILParams
 
     p = sub.add_parser("mil", help="AMIL slide classification of a cohort")
     msub = p.add_subparsers(dest="mil_command", metavar="WHAT", required=True)
@@ -49,9 +49,18 @@ def add_parser(sub: Any) -> None:
         "--sheet", required=True, type=Path, help="slide sheet TSV (label, patient, split)"
     )
     q.add_argument("--out-dir", required=True, type=Path)
+    q.add_argument(
+        "--embeddings",
+        metavar="PATTERN",
+        help="tile embeddings per slide for the conventional-AMIL row, e.g. "
+        "'embeddings/{slide}.h5' (.h5 as CLAM writes, .pt, .npy or .parquet)",
+    )
     g = q.add_argument_group("training (config mil)")
     for f in dataclasses.fields(MILParams):
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        kwargs: dict[str, Any] = {"type": type(f.default), "default": f.default}
+        if f.name == "early_stopping":
+            kwargs["choices"] = EARLY_STOPPING
+        g.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     q.set_defaults(func=_cmd_train)
 
     q = msub.add_parser("predict", help="classify slides with a saved model")
@@ -78,7 +87,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise ConfigError(f"slides {unknown} have tables but are not in the sheet {args.sheet}")
     # The cohort is the slides whose tables were given; other sheet rows are ignored.
     sheet = sheet[sheet["slide_id"].isin(tables)]
-    result = run_cross_validation(tables, sheet, params=params)
+    embeddings = None
+    if args.embeddings:
+        from pathpipe.mil.embeddings import embedding_paths
+
+        embeddings = embedding_paths(args.embeddings, sorted(tables))
+    result = run_cross_validation(tables, sheet, params=params, embeddings=embeddings)
     write_mil_outputs(result, args.out_dir)
     for row in result.table1.itertuples(index=False):
         log.info("mil: %s", " ".join(f"{k}={v}" for k, v in row._asdict().items()))

@@ -13,22 +13,28 @@ Protocol of :func:`run_cross_validation`:
    and validation folds.
 3. For each fold ``k``: a :class:`~pathpipe.preprocessing.FeaturePreprocessor`
    is fitted on the tiles of the fold's *training* slides only and applied to
-   every slide; AMIL is trained with the fold's validation slides for early
-   stopping (:func:`~pathpipe.mil.train.train_amil`); the RF
+   every slide; AMIL is trained on the training slides minus a held-out,
+   patient-grouped ``inner_fraction`` of them, on which it stops early
+   (:func:`~pathpipe.mil.splits.inner_split`, :func:`~pathpipe.mil.train.train_amil`;
+   ``early_stopping="validation"`` stops on the fold's validation slides
+   instead, as CellFiNet did); the RF
    (:class:`~pathpipe.mil.baseline.RandomForestBaseline`, all tiles of each
-   training slide) is fitted on the same preprocessed features. Training and
-   validation ROC AUC are recorded per method.
-4. Final model: preprocessing fitted on all development (non-test) slides;
-   AMIL trained on them for ``E = round(median_k best_epoch_k)`` epochs without
-   early stopping; RF likewise; ROC AUC on the test slides (NaN with a note
-   when there is no test split or it holds one class).
+   training slide) is fitted on the same preprocessed features. With
+   user-provided tile embeddings, a second AMIL ("conventional AMIL",
+   :data:`EMBEDDING_METHOD`) is trained the same way on them, standardised
+   per fold. Training and validation ROC AUC are recorded per method.
+4. Final models: preprocessing fitted on all development (non-test) slides;
+   each AMIL trained on them for ``E = round(median_k best_epoch_k)`` epochs
+   without early stopping; RF likewise; ROC AUC on the test slides (NaN with a
+   note when there is no test split or it holds one class).
 
 Table 1 reports, per method, the mean and sample standard deviation
 (``ddof=1``; NaN with a single fold) of the fold AUCs, and the test AUC.
-The AMIL validation AUC is that of the early-stopping epoch, chosen *on* the
-validation slides, so it is optimistic on small cohorts (with labels shuffled
-within class, 10 seeds of the generated test cohort give 0.44-0.91, mean 0.69,
-where the RF gives mean 0.47); the test AUC has no such bias.
+With ``early_stopping="validation"`` the AMIL validation AUC is that of the
+epoch chosen *on* the validation slides, so it is optimistic on small cohorts
+(with labels shuffled within class, 10 seeds of the generated test cohort give
+0.44-0.91, mean 0.69, where the RF gives mean 0.47); the default ``"inner"``
+has no such bias, nor has the test AUC.
 Predictions are out-of-fold for development slides (the fold model that
 validated the slide) and from the final model for test slides.
 
@@ -53,6 +59,7 @@ from pathpipe.errors import ConfigError, StorageError
 
 __all__ = [
     "AMIL_METHOD",
+    "EMBEDDING_METHOD",
     "NON_FEATURE_COLUMNS",
     "RF_METHOD",
     "MILParams",
@@ -68,6 +75,9 @@ log = logging.getLogger(__name__)
 #: Method names of Table 1 (as in CellFiNet's Table 1).
 AMIL_METHOD = "AMIL (CellFiNet features)"
 RF_METHOD = "Random forest (tile features)"
+EMBEDDING_METHOD = "AMIL (tile embeddings)"
+#: Values of :attr:`MILParams.early_stopping`.
+EARLY_STOPPING = ("inner", "validation")
 #: Columns of ``tile_features.parquet`` that are not features.
 NON_FEATURE_COLUMNS = ("tile", "l0_x", "l0_y")
 
@@ -86,6 +96,17 @@ class MILParams:
         See :class:`~pathpipe.preprocessing.FeaturePreprocessor`.
     rf_n_estimators : int
         Trees of the random forest baseline.
+    early_stopping : {"inner", "validation"}
+        Which slides AMIL stops early on in each fold. ``"inner"`` (default):
+        a patient-grouped, stratified ``inner_fraction`` of the fold's training
+        slides (:func:`~pathpipe.mil.splits.inner_split`), so the validation
+        AUC is measured on slides that chose nothing. ``"validation"``: the
+        fold's validation slides, as in CellFiNet; this makes the AMIL
+        validation AUC optimistic (the epoch is picked on the slides it is
+        scored on).
+    inner_fraction : float
+        Fraction of each class's training patients held out for early
+        stopping (``"inner"``), at least one patient per class.
     """
 
     n_folds: int = 5
@@ -104,6 +125,8 @@ class MILParams:
     max_mode_fraction: float = 0.95
     max_correlation: float = 0.95
     rf_n_estimators: int = 200
+    early_stopping: str = "inner"
+    inner_fraction: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -147,6 +170,12 @@ class MILResult:
     excluded : list of str
         Slides excluded because they have no tiles.
     notes : list of str
+    slides : dict
+        ``{"development": [...], "test": [...]}``: slide ids the final model was
+        trained on and those it was tested on.
+    embedding_model, embedding_preprocessor : optional
+        Final AMIL on tile embeddings and its preprocessing, when embeddings
+        were given.
     """
 
     table1: Any
@@ -163,6 +192,9 @@ class MILResult:
     roc: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    slides: dict[str, list[str]] = field(default_factory=dict)
+    embedding_model: Any = None
+    embedding_preprocessor: Any = None
 
 
 # --------------------------------------------------------------------- loading
@@ -294,37 +326,95 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _fit_preprocessor(params: MILParams, frames: list[Any], columns: list[str]) -> Any:
-    import pandas as pd
+@dataclass(frozen=True)
+class _Source:
+    """One tile representation: the tables of its slides and how to preprocess them.
 
-    from pathpipe.preprocessing import FeaturePreprocessor
+    ``features`` is CellFiNet's tile features (filtered and standardised with the
+    ``max_*``/``min_std`` thresholds of :class:`MILParams`); ``embeddings`` is the
+    user's tile embeddings (standardised only: no filter drops a dimension of a
+    learned embedding, except a constant one).
+    """
 
-    pre = FeaturePreprocessor(
-        max_nan_fraction=params.max_nan_fraction,
-        min_std=params.min_std,
-        max_mode_fraction=params.max_mode_fraction,
-        max_correlation=params.max_correlation,
-    )
-    return pre.fit(pd.concat([f[columns] for f in frames], ignore_index=True), columns)
+    name: str
+    frames: dict[str, Any]
+    columns: list[str]
+    methods: tuple[str, ...]
+
+    def fit_preprocessor(self, params: MILParams, slide_ids: list[str]) -> Any:
+        import pandas as pd
+
+        from pathpipe.preprocessing import FeaturePreprocessor
+
+        if self.name == "features":
+            pre = FeaturePreprocessor(
+                max_nan_fraction=params.max_nan_fraction,
+                min_std=params.min_std,
+                max_mode_fraction=params.max_mode_fraction,
+                max_correlation=params.max_correlation,
+            )
+        else:
+            pre = FeaturePreprocessor(
+                max_nan_fraction=0.0, min_std=params.min_std, max_mode_fraction=1.0,
+                max_correlation=1.0,
+            )  # fmt: skip
+        table = pd.concat([self.frames[s][self.columns] for s in slide_ids], ignore_index=True)
+        return pre.fit(table, self.columns)
+
+    def bags(self, pre: Any, slide_ids: list[str]) -> list[np.ndarray]:
+        return [pre.transform(self.frames[s]) for s in slide_ids]
 
 
-def _train(
+@dataclass
+class _Fitted:
+    """The models of one source trained on one set of slides."""
+
+    source: _Source
+    preprocessor: Any
+    amil: Any
+    history: Any
+    rf: Any = None
+
+    def predict(self, slide_ids: list[str]) -> dict[str, np.ndarray]:
+        from pathpipe.mil.train import predict_amil
+
+        bags = self.source.bags(self.preprocessor, slide_ids)
+        out = {self.source.methods[0]: predict_amil(self.amil, bags)[0]}
+        if self.rf is not None:
+            out[self.source.methods[1]] = self.rf.predict(bags)
+        return out
+
+
+def _fit(
     params: MILParams,
-    bags: list[np.ndarray],
-    y: np.ndarray,
+    source: _Source,
+    y_of: Mapping[str, int],
+    train_ids: list[str],
     *,
-    val: tuple[list[np.ndarray], np.ndarray] | None,
+    stop_ids: list[str] | None,
     epochs: int,
-) -> tuple[Any, Any, Any]:
-    """(AMIL model, its history, fitted RF) on ``bags``."""
+) -> _Fitted:
+    """Preprocessing and models fitted on ``train_ids``.
+
+    AMIL is trained on the training slides not in ``stop_ids`` and stops early
+    on ``stop_ids`` (all ``epochs`` run when None); the RF (features only) uses
+    every training slide.
+    """
     from pathpipe.mil.baseline import RandomForestBaseline
     from pathpipe.mil.train import train_amil
 
+    pre = source.fit_preprocessor(params, train_ids)
+    stop = set(stop_ids or ())
+    fit_ids = [s for s in train_ids if s not in stop]
+
+    def ys(ids: list[str]) -> np.ndarray:
+        return np.array([y_of[s] for s in ids], np.int64)
+
     model, history = train_amil(
-        bags,
-        y,
-        val_bags=None if val is None else val[0],
-        val_labels=None if val is None else val[1],
+        source.bags(pre, fit_ids),
+        ys(fit_ids),
+        val_bags=source.bags(pre, stop_ids) if stop_ids else None,
+        val_labels=ys(stop_ids) if stop_ids else None,
         max_tiles=params.max_tiles,
         epochs=epochs,
         lr=params.lr,
@@ -336,14 +426,12 @@ def _train(
         dropout=params.dropout,
         n_classes=2,
     )
-    rf = RandomForestBaseline(n_estimators=params.rf_n_estimators).fit(bags, y, seed=params.seed)
-    return model, history, rf
-
-
-def _predict(model: Any, rf: Any, bags: list[np.ndarray]) -> dict[str, np.ndarray]:
-    from pathpipe.mil.train import predict_amil
-
-    return {AMIL_METHOD: predict_amil(model, bags)[0], RF_METHOD: rf.predict(bags)}
+    rf = None
+    if len(source.methods) > 1:
+        rf = RandomForestBaseline(n_estimators=params.rf_n_estimators).fit(
+            source.bags(pre, train_ids), ys(train_ids), seed=params.seed
+        )
+    return _Fitted(source, pre, model, history, rf)
 
 
 def _roc(y: np.ndarray, p: np.ndarray) -> dict[str, Any] | None:
@@ -355,8 +443,44 @@ def _roc(y: np.ndarray, p: np.ndarray) -> dict[str, Any] | None:
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": _auc(y, p)}
 
 
+def _load_embeddings(
+    embeddings: Mapping[str, str | os.PathLike[str]], ids: list[str]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(frames of the slides with embeddings, their columns, slides with an empty file)."""
+    import pandas as pd
+
+    from pathpipe.mil.embeddings import read_embeddings
+
+    keys = {str(k): v for k, v in embeddings.items()}
+    missing = [s for s in ids if s not in keys]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} slide(s) have tile features but no embeddings: {missing[:10]}; "
+            "expected an embedding file for every slide of the MIL cohort"
+        )
+    frames, empty, width = {}, [], None
+    for sid in ids:
+        x = read_embeddings(sid, keys[sid])
+        if x.shape[0] == 0:
+            empty.append(sid)
+            continue
+        if width is not None and x.shape[1] != width[1]:
+            raise ConfigError(
+                f"slide {sid!r}: embeddings have {x.shape[1]} dimensions, slide {width[0]!r} "
+                f"{width[1]}; expected the same embedding model for every slide"
+            )
+        width = width or (sid, x.shape[1])
+        frames[sid] = pd.DataFrame(x, columns=[f"emb_{j}" for j in range(x.shape[1])])
+    columns = [f"emb_{j}" for j in range(width[1])] if width else []
+    return frames, columns, empty
+
+
 def run_cross_validation(
-    tables: Mapping[str, str | os.PathLike[str]], sheet: Any, *, params: MILParams
+    tables: Mapping[str, str | os.PathLike[str]],
+    sheet: Any,
+    *,
+    params: MILParams,
+    embeddings: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> MILResult:
     """Cross-validate AMIL and the RF baseline, then train and test the final models.
 
@@ -367,6 +491,10 @@ def run_cross_validation(
     sheet : pandas.DataFrame
         Slide sheet: ``slide_id``, ``label`` and optionally ``patient``, ``split``.
     params : MILParams
+    embeddings : mapping of str to path-like, optional
+        ``slide_id`` → the slide's tile embeddings (see
+        :mod:`pathpipe.mil.embeddings`); adds the "conventional AMIL" method
+        :data:`EMBEDDING_METHOD`, trained on the same splits.
 
     Returns
     -------
@@ -380,11 +508,27 @@ def run_cross_validation(
     """
     import pandas as pd
 
-    from pathpipe.mil.splits import make_splits
+    from pathpipe.mil.splits import inner_split, make_splits
 
     if not isinstance(params, MILParams):
         raise ConfigError(f"params is a {type(params).__name__}; expected MILParams")
+    if params.early_stopping not in EARLY_STOPPING:
+        raise ConfigError(
+            f"early_stopping={params.early_stopping!r}; expected one of {list(EARLY_STOPPING)}"
+        )
     ids, frames, _ = load_bags(tables, sheet)
+    sources = [_Source("features", dict(zip(ids, frames, strict=True)),
+                       _feature_columns(ids, frames), (AMIL_METHOD, RF_METHOD))]  # fmt: skip
+    if embeddings is not None:
+        emb_frames, emb_columns, empty = _load_embeddings(embeddings, ids)
+        if empty:
+            log.warning(
+                "excluding %d slide(s) whose embedding file has no tiles: %s",
+                len(empty), ", ".join(empty),
+            )  # fmt: skip
+            ids = [s for s in ids if s not in set(empty)]
+        sources.append(_Source("embeddings", emb_frames, emb_columns, (EMBEDDING_METHOD,)))
+    methods = [m for src in sources for m in src.methods]
     excluded = [s for s in sheet["slide_id"].astype(str) if s not in set(ids)]
     kept_sheet = sheet[sheet["slide_id"].astype(str).isin(ids)]
     try:
@@ -402,65 +546,75 @@ def run_cross_validation(
             f"labels hold {len(splits.classes)} classes {list(splits.classes)}; "
             "expected two (the mil stage is binary)"
         )
-    columns = _feature_columns(ids, frames)
     st = splits.table.set_index("slide_id")
-    frame_of = dict(zip(ids, frames, strict=True))
     y_of = st["class_index"].to_dict()
 
     def ys(slides: list[str]) -> np.ndarray:
         return np.array([y_of[s] for s in slides], np.int64)
 
-    def bags(pre: Any, slides: list[str]) -> list[np.ndarray]:
-        return [pre.transform(frame_of[s]) for s in slides]
-
+    notes: list[str] = []
     rows: list[dict[str, Any]] = []
     folds: list[dict[str, Any]] = []
     for k, (train_ids, val_ids) in enumerate(splits.folds):
-        pre = _fit_preprocessor(params, [frame_of[s] for s in train_ids], columns)
-        tb, vb = bags(pre, train_ids), bags(pre, val_ids)
-        ty, vy = ys(train_ids), ys(val_ids)
-        model, history, rf = _train(params, tb, ty, val=(vb, vy), epochs=params.epochs)
-        p_train, p_val = _predict(model, rf, tb), _predict(model, rf, vb)
-        record: dict[str, Any] = {"fold": k, "n_train": len(train_ids), "n_val": len(val_ids)}
-        for method in (AMIL_METHOD, RF_METHOD):
-            record[method] = {
-                "train_auc": _auc(ty, p_train[method]),
-                "val_auc": _auc(vy, p_val[method]),
-            }
-            rows += [
-                {"slide_id": s, "role": f"fold {k}", "method": method, "probability": float(p)}
-                for s, p in zip(val_ids, p_val[method], strict=True)
-            ]
-        record["preprocessing"] = pre.summary()
-        record["history"] = history.to_dict()
+        stop_ids: list[str] | None = val_ids
+        if params.early_stopping == "inner":
+            inner = inner_split(
+                splits, train_ids, fraction=params.inner_fraction, seed=params.seed + k
+            )
+            stop_ids = None if inner is None else inner[1]
+            if inner is None:
+                notes.append(
+                    f"fold {k}: a class has fewer than 2 training patients, so no slide could "
+                    f"be held out for early stopping; AMIL ran all {params.epochs} epochs"
+                )
+        record: dict[str, Any] = {
+            "fold": k,
+            "n_train": len(train_ids),
+            "n_val": len(val_ids),
+            "early_stopping_slides": stop_ids,
+        }
+        for source in sources:
+            fitted = _fit(params, source, y_of, train_ids, stop_ids=stop_ids, epochs=params.epochs)
+            p_train, p_val = fitted.predict(train_ids), fitted.predict(val_ids)
+            for method in source.methods:
+                record[method] = {
+                    "train_auc": _auc(ys(train_ids), p_train[method]),
+                    "val_auc": _auc(ys(val_ids), p_val[method]),
+                }
+                rows += [
+                    {"slide_id": s, "role": f"fold {k}", "method": method, "probability": float(p)}
+                    for s, p in zip(val_ids, p_val[method], strict=True)
+                ]
+            record[source.methods[0]]["best_epoch"] = fitted.history.best_epoch
+            record[source.methods[0]]["history"] = fitted.history.to_dict()
+            if source.name == "features":
+                record["preprocessing"] = fitted.preprocessor.summary()
         folds.append(record)
         log.info(
-            "fold %d: AMIL val AUC %.3f (best epoch %d), RF val AUC %.3f",
+            "fold %d: %s",
             k,
-            record[AMIL_METHOD]["val_auc"],
-            history.best_epoch,
-            record[RF_METHOD]["val_auc"],
+            ", ".join(f"{m} val AUC {record[m]['val_auc']:.3f}" for m in methods),
         )
 
-    best_epochs = [int(f["history"]["best_epoch"]) for f in folds]
-    final_epochs = max(1, round(float(np.median(best_epochs))))
     dev_ids, test_ids = splits.development, splits.test
-    pre = _fit_preprocessor(params, [frame_of[s] for s in dev_ids], columns)
-    model, final_history, rf = _train(
-        params, bags(pre, dev_ids), ys(dev_ids), val=None, epochs=final_epochs
-    )
-    notes: list[str] = []
-    test_auc = {AMIL_METHOD: math.nan, RF_METHOD: math.nan}
-    ty_test = ys(test_ids)
+    final: dict[str, _Fitted] = {}
+    final_epochs: dict[str, int] = {}
+    for source in sources:
+        best = [int(f[source.methods[0]]["best_epoch"]) for f in folds]
+        final_epochs[source.name] = max(1, round(float(np.median(best))))
+        final[source.name] = _fit(
+            params, source, y_of, dev_ids, stop_ids=None, epochs=final_epochs[source.name]
+        )
+    test_auc = dict.fromkeys(methods, math.nan)
     if test_ids:
-        p_test = _predict(model, rf, bags(pre, test_ids))
-        for method in (AMIL_METHOD, RF_METHOD):
-            test_auc[method] = _auc(ty_test, p_test[method])
-            rows += [
-                {"slide_id": s, "role": "test", "method": method, "probability": float(p)}
-                for s, p in zip(test_ids, p_test[method], strict=True)
-            ]
-        if len(np.unique(ty_test)) < 2:
+        for fitted in final.values():
+            for method, p in fitted.predict(test_ids).items():
+                test_auc[method] = _auc(ys(test_ids), p)
+                rows += [
+                    {"slide_id": s, "role": "test", "method": method, "probability": float(v)}
+                    for s, v in zip(test_ids, p, strict=True)
+                ]
+        if len(np.unique(ys(test_ids))) < 2:
             notes.append(f"test AUC is NaN: the {len(test_ids)} test slide(s) hold one class only")
     else:
         notes.append("test AUC is NaN: there is no test split")
@@ -475,7 +629,7 @@ def run_cross_validation(
                 "val_auc_std": _std([f[method]["val_auc"] for f in folds]),
                 "test_auc": test_auc[method],
             }
-            for method in (AMIL_METHOD, RF_METHOD)
+            for method in methods
         ]
     )
     predictions = pd.DataFrame(rows)
@@ -483,31 +637,44 @@ def run_cross_validation(
     predictions.insert(2, "label", predictions["slide_id"].map(st["label"]))
 
     roc: dict[str, dict[str, dict[str, Any]]] = {}
-    for method in (AMIL_METHOD, RF_METHOD):
+    for method in methods:
         roc[method] = {}
-        for part, mask in (("out_of_fold", predictions["role"] != "test"), ("test", None)):
-            sel = predictions[
-                (predictions["method"] == method)
-                & (mask if mask is not None else predictions["role"] == "test")
-            ]
+        of_method = predictions[predictions["method"] == method]
+        for part, sel in (
+            ("out_of_fold", of_method[of_method["role"] != "test"]),
+            ("test", of_method[of_method["role"] == "test"]),
+        ):
             curve = _roc(ys(sel["slide_id"].tolist()), sel["probability"].to_numpy())
             if curve is not None:
                 roc[method][part] = curve
+    features = final["features"]
     return MILResult(
         table1=table1,
         predictions=predictions,
-        model=model,
-        preprocessor=pre,
-        rf=rf,
+        model=features.amil,
+        preprocessor=features.preprocessor,
+        rf=features.rf,
         classes=list(splits.classes),
-        feature_columns=columns,
+        feature_columns=sources[0].columns,
         params=params,
         folds=folds,
-        best_epochs=best_epochs,
-        final_epochs=final_epochs,
+        best_epochs=[int(f[AMIL_METHOD]["best_epoch"]) for f in folds],
+        final_epochs=final_epochs["features"],
         roc=roc,
         excluded=excluded,
-        notes=[*notes, f"final history: {final_history.seconds:.1f} s on {final_history.device}"],
+        slides={"development": list(dev_ids), "test": list(test_ids)},
+        notes=[
+            *notes,
+            *(
+                f"final {name} model: {f.history.seconds:.1f} s on {f.history.device}, "
+                f"{final_epochs[name]} epochs"
+                for name, f in final.items()
+            ),
+        ],
+        embedding_model=final["embeddings"].amil if "embeddings" in final else None,
+        embedding_preprocessor=(
+            final["embeddings"].preprocessor if "embeddings" in final else None
+        ),
     )
 
 
@@ -568,6 +735,7 @@ def write_mil_outputs(result: MILResult, out_dir: str | os.PathLike[str]) -> Non
         roc.png           ROC curves, out-of-fold and test, per method
         metrics.json      provenance, Table 1, folds, preprocessing summary, notes
         model/            final AMIL + preprocessing (see pathpipe.mil.io)
+        model_embeddings/ final AMIL on tile embeddings, when they were given
 
     The final random forest is not saved (it is the benchmark, not a product;
     refit it from the tile tables if needed).
@@ -622,10 +790,18 @@ def write_mil_outputs(result: MILResult, out_dir: str | os.PathLike[str]) -> Non
                 "params": params,
                 "best_epochs": result.best_epochs,
                 "final_epochs": result.final_epochs,
+                "slides": result.slides,
             }
         ),
         preprocessor=result.preprocessor,
     )
+    if result.embedding_model is not None:
+        save_amil(
+            out / "model_embeddings",
+            result.embedding_model,
+            config={"classes": result.classes, "params": params, "slides": result.slides},
+            preprocessor=result.embedding_preprocessor,
+        )
 
 
 def predict_slides(

@@ -36,7 +36,7 @@ import numpy as np
 from pathpipe.errors import ConfigError
 from pathpipe.mil._bags import check_positive_int, check_seed
 
-__all__ = ["SPLIT_VALUES", "Splits", "make_splits"]
+__all__ = ["SPLIT_VALUES", "Splits", "inner_split", "make_splits"]
 
 #: Values of the slide sheet's ``split`` column (empty = let :func:`make_splits` decide).
 SPLIT_VALUES = ("train", "val", "test")
@@ -296,3 +296,49 @@ def _check(splits: Splits) -> None:
                     "expected every class in every fold (lower n_folds, try another seed "
                     "or add slides)"
                 )
+
+
+def inner_split(
+    splits: Splits, slide_ids: list[str], *, fraction: float, seed: int
+) -> tuple[list[str], list[str]] | None:
+    """Split a fold's training slides into fitting and early-stopping slides.
+
+    Patient-grouped and stratified like the test draw: for each class ``c`` with
+    ``n_c`` patients among ``slide_ids``, ``max(1, round(fraction · n_c))`` of
+    them are drawn (seeded) for early stopping, leaving at least one to fit on.
+
+    Parameters
+    ----------
+    splits : Splits
+        The cohort's splits (for the slides' patients and classes).
+    slide_ids : list of str
+        The fold's training slides.
+    fraction : float
+        Fraction of each class's patients held out for early stopping, in ``(0, 1)``.
+    seed : int
+
+    Returns
+    -------
+    (fit_ids, stop_ids) : tuple of list of str, in the order of ``slide_ids``
+        Or None when some class has fewer than two patients (nothing can be
+        held out without leaving the class out of training).
+    """
+    if not (isinstance(fraction, int | float) and 0 < fraction < 1):
+        raise ConfigError(f"inner_fraction={fraction!r}; expected a number in (0, 1)")
+    t = splits.table.set_index("slide_id").loc[slide_ids]
+    patient_class = t.groupby("patient", sort=True)["class_index"].agg(
+        lambda s: int(s.mode().iloc[0])
+    )
+    rng = np.random.default_rng([check_seed(seed), 0x570B])
+    held: list[str] = []
+    for ci in sorted(patient_class.unique()):
+        patients = patient_class.index[patient_class == ci].to_numpy()
+        if len(patients) < 2:
+            return None
+        n_held = min(max(1, round(fraction * len(patients))), len(patients) - 1)
+        held.extend(rng.permutation(patients)[:n_held].tolist())
+    stop = t["patient"].isin(held).to_numpy()
+    ids = list(slide_ids)
+    return [s for s, h in zip(ids, stop, strict=True) if not h], [
+        s for s, h in zip(ids, stop, strict=True) if h
+    ]
