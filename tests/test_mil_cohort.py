@@ -333,23 +333,23 @@ def test_embedding_errors_name_the_slide(cohort, tmp_path):
 
     tables, sheet = cohort
     emb = _write_embeddings(tmp_path, tables)
-    with pytest.raises(ConfigError, match="no embeddings.*P02_0"):
+    with pytest.raises(ConfigError, match=r"no embeddings.*P02_0"):
         run_cross_validation(
             tables, sheet, params=PARAMS, embeddings={k: v for k, v in emb.items() if k != "P02_0"}
         )
     odd = dict(emb)
     np.save(tmp_path / "wide.npy", np.zeros((5, 13), np.float32))
     odd["P03_0"] = tmp_path / "wide.npy"
-    with pytest.raises(ConfigError, match="P03_0.*13 dimensions"):
+    with pytest.raises(ConfigError, match=r"P03_0.*13 dimensions"):
         run_cross_validation(tables, sheet, params=PARAMS, embeddings=odd)
-    with pytest.raises(ConfigError, match="no \\{slide\\} placeholder"):
+    with pytest.raises(ConfigError, match=r"no \{slide\} placeholder"):
         embedding_paths("embeddings/x.h5", ["A"])
-    with pytest.raises(ConfigError, match="2 embedding file.*A: .*missing/A.npy"):
+    with pytest.raises(ConfigError, match=r"2 embedding file.*A: .*missing/A.npy"):
         embedding_paths(str(tmp_path / "missing/{slide}.npy"), ["A", "B"])
-    with pytest.raises(ConfigError, match="suffix '.csv'"):
+    with pytest.raises(ConfigError, match=r"suffix '\.csv'"):
         read_embeddings("A", tmp_path / "a.csv")
     np.save(tmp_path / "bad.npy", np.full((3, 4), np.nan, np.float32))
-    with pytest.raises(StorageError, match="slide 'A'.*12 non-finite"):
+    with pytest.raises(StorageError, match=r"slide 'A'.*12 non-finite"):
         read_embeddings("A", tmp_path / "bad.npy")
     (tmp_path / "broken.h5").write_bytes(b"not hdf5")
     with pytest.raises(StorageError, match="slide 'A': cannot read embeddings"):
