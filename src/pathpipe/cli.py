@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pathpipe import _cli_features, _cli_mil, _cli_segmentation
+from pathpipe import _cli_features, _cli_mil, _cli_provenance, _cli_segmentation
 from pathpipe.errors import ConfigError, PathpipeError
 
 __all__ = ["main"]
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_segmentation.add_parser(sub)
     _cli_features.add_parser(sub)
     _cli_mil.add_parser(sub)
+    _cli_provenance.add_parser(sub)
     return parser
 
 
