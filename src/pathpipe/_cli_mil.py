@@ -1,7 +1,9 @@
 """``pathpipe mil ...``: cohort slide classification (private).
 
-train     cross-validate AMIL and the random-forest baseline, train and test the final model
-predict   classify slides with a saved model
+train      cross-validate AMIL and the random-forest baseline, train and test the final model
+predict    classify slides with a saved model
+explain    SHAP of a saved model: slide-level beeswarms, tile-level waterfalls, importance table
+attention  attention heatmap over the thumbnail and top/bottom tile gallery of one slide
 """
 
 from __future__ import annotations
@@ -70,6 +72,38 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=_cmd_predict)
 
+    q = msub.add_parser("explain", help="SHAP explanations of a saved model (cohort)")
+    q.add_argument("--model", required=True, type=Path, help="the model/ folder of 'mil train'")
+    q.add_argument(
+        "--tables", nargs="+", required=True, type=Path,
+        help="results/<slide>/tile_features.parquet of the slides to explain",
+    )  # fmt: skip
+    q.add_argument("--out-dir", required=True, type=Path)
+    q.add_argument("--n-permutations", type=int, default=10)
+    q.add_argument("--n-background", type=int, default=100)
+    q.add_argument("--n-waterfall", type=int, default=4)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=_cmd_explain)
+
+    q = msub.add_parser("attention", help="attention heatmap and tile gallery of one slide")
+    q.add_argument("--model", required=True, type=Path, help="the model/ folder of 'mil train'")
+    q.add_argument("--table", required=True, type=Path, help="the slide's tile_features.parquet")
+    q.add_argument("--tiles", required=True, type=Path, help="the slide's tiles.zarr")
+    q.add_argument("--slide", required=True, type=Path, help="the slide file (thumbnail)")
+    q.add_argument("--heatmap", required=True, type=Path, help="output PNG")
+    q.add_argument("--gallery", required=True, type=Path, help="output PNG")
+    q.add_argument("--out", required=True, type=Path, help="output attention.parquet")
+    q.add_argument("--backend", default="auto", choices=("auto", "openslide", "tiffslide"))
+    q.add_argument("--slide-mpp", type=float, help="fallback level-0 µm/px")
+    q.add_argument(
+        "--slide-mpp-source", default="override", choices=("sheet", "config", "override")
+    )
+    q.add_argument("--thumbnail-mpp", type=float, default=8.0)
+    q.add_argument("--n-gallery", type=int, default=5)
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=_cmd_attention)
+
 
 def _cmd_train(args: argparse.Namespace) -> None:
     import pandas as pd
@@ -106,3 +140,41 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     with atomic_file(args.out) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     log.info("mil predict: %d slides -> %s", len(df), args.out)
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from pathpipe.mil.explain import explain_cohort
+
+    summary = explain_cohort(
+        args.model,
+        _tables(args.tables),
+        args.out_dir,
+        n_permutations=args.n_permutations,
+        n_background=args.n_background,
+        n_waterfall=args.n_waterfall,
+        seed=args.seed,
+        device=args.device,
+    )
+    log.info("mil explain: %s", summary)
+
+
+def _cmd_attention(args: argparse.Namespace) -> None:
+    from pathpipe.mil.attention import explain_slide_attention
+
+    summary = explain_slide_attention(
+        args.model,
+        args.table,
+        args.tiles,
+        args.slide,
+        heatmap_out=args.heatmap,
+        gallery_out=args.gallery,
+        table_out=args.out,
+        slide_id=args.table.parent.name,
+        backend=args.backend,
+        slide_mpp=args.slide_mpp,
+        slide_mpp_source=args.slide_mpp_source,
+        thumbnail_mpp=args.thumbnail_mpp,
+        device=args.device,
+        n_gallery=args.n_gallery,
+    )
+    log.info("mil attention: %s", summary)
