@@ -155,7 +155,11 @@ def _cmd_explain(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    log.info("mil explain: %s", summary)
+    log.info(
+        "mil explain: %s; top features: %s",
+        {k: v for k, v in summary.items() if k in ("classes", "n_features", "seconds")},
+        ", ".join(r["feature"] for r in summary.get("top_features", [])),
+    )
 
 
 def _cmd_attention(args: argparse.Namespace) -> None:

@@ -16,6 +16,12 @@ Modules, one concern each:
 ``train``                 :func:`train_amil`, :func:`predict_amil`
 ``baseline``              :class:`RandomForestBaseline` (no torch)
 ``io``                    :func:`save_amil`, :func:`load_amil` (safetensors)
+``embeddings``            :func:`read_embeddings`: user tile embeddings (the
+                          "conventional AMIL" row)
+``cohort``                :func:`run_cross_validation`, :func:`write_mil_outputs`,
+                          :func:`predict_slides` (the path-level layer)
+``explain``               :func:`explain_cohort`: slide- and tile-level SHAP
+``attention``             :func:`explain_slide_attention`: heatmap and gallery
 ``_bags``                 bag and label validation (numpy)
 ========================  ====================================================
 
@@ -30,18 +36,32 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "GatedAttentionMIL",
+    "MILParams",
     "RandomForestBaseline",
     "Splits",
     "TrainHistory",
+    "explain_cohort",
+    "explain_slide_attention",
     "load_amil",
     "make_splits",
     "predict_amil",
+    "predict_slides",
+    "read_embeddings",
+    "run_cross_validation",
     "save_amil",
     "train_amil",
+    "write_mil_outputs",
 ]
 
 _WHERE = {
     "GatedAttentionMIL": "model",
+    "MILParams": "cohort",
+    "explain_cohort": "explain",
+    "explain_slide_attention": "attention",
+    "predict_slides": "cohort",
+    "read_embeddings": "embeddings",
+    "run_cross_validation": "cohort",
+    "write_mil_outputs": "cohort",
     "RandomForestBaseline": "baseline",
     "Splits": "splits",
     "TrainHistory": "train",
@@ -53,7 +73,16 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
+    from pathpipe.mil.attention import explain_slide_attention
     from pathpipe.mil.baseline import RandomForestBaseline
+    from pathpipe.mil.cohort import (
+        MILParams,
+        predict_slides,
+        run_cross_validation,
+        write_mil_outputs,
+    )
+    from pathpipe.mil.embeddings import read_embeddings
+    from pathpipe.mil.explain import explain_cohort
     from pathpipe.mil.io import load_amil, save_amil
     from pathpipe.mil.model import GatedAttentionMIL
     from pathpipe.mil.splits import Splits, make_splits
