@@ -1,5 +1,6 @@
-# pathpipe: whole-slide images to tiles, nuclei and cellular features (stages
-# `tissue`, `tiling`, `segmentation`, `features`).
+# pathpipe: whole-slide images to tiles, nuclei, cellular features and slide
+# classification (stages `tissue`, `tiling`, `segmentation`, `features`, `mil`),
+# with a provenance page in the report.
 #
 #   snakemake                                       # run locally (profiles/default applies)
 #   snakemake --workflow-profile profiles/slurm     # run on a SLURM cluster
@@ -36,6 +37,8 @@ include: "workflow/rules/tissue.smk"
 include: "workflow/rules/tiling.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/mil.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:

@@ -10,7 +10,7 @@ bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 # Synthetic slides with known nuclei (seeded, skipped when already there).
-pathpipe synthetic cohort --out-dir resources/demo --n-per-class 4 --size 4096 --mpp 0.25 --seed 0
+pathpipe synthetic cohort --out-dir resources/demo --n-per-class 6 --size 4096 --mpp 0.25 --seed 0
 # profiles/default (cores, rerun triggers...) is Snakemake's workflow profile: it
 # applies to every run from this directory without being named.
 snakemake "$@"

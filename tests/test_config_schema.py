@@ -214,6 +214,37 @@ def test_features_defaults_match_the_library_and_cli() -> None:
         assert getattr(pre_args, key) == value, key
 
 
+def test_mil_defaults_match_the_library_and_cli() -> None:
+    import dataclasses
+
+    from pathpipe.cli import build_parser
+    from pathpipe.mil.cohort import MILParams
+
+    config = _validate_config({})
+    m = config["mil"]
+    lib = {f.name: f.default for f in dataclasses.fields(MILParams)}
+    shared = {"seed": config["seed"], **config["features"]["preprocessing"]}
+    assert set(lib) == (set(m) - {"enabled", "embeddings", "explain", "heatmap"}) | set(shared)
+    args = build_parser().parse_args(
+        ["mil", "train", "--tables", "t", "--sheet", "s", "--out-dir", "o"]
+    )
+    for key, value in {**m, **shared}.items():
+        if key in lib:
+            assert lib[key] == value, key
+            assert getattr(args, key) == value, key
+    explain = build_parser().parse_args(
+        ["mil", "explain", "--model", "m", "--tables", "t", "--out-dir", "o"]
+    )
+    for key, value in m["explain"].items():
+        assert getattr(explain, key) == value, key
+    attention = build_parser().parse_args(
+        ["mil", "attention", "--model", "m", "--table", "t", "--tiles", "z", "--slide", "s",
+         "--heatmap", "h", "--gallery", "g", "--out", "o"]
+    )  # fmt: skip
+    for key, value in m["heatmap"].items():
+        assert getattr(attention, key) == value, key
+
+
 def _required(stage: str) -> list[str]:
     if stage == "tissue":
         return ["--mask", "m.png", "--overlay", "o.png", "--qc", "q.json"]
@@ -232,7 +263,7 @@ def test_shipped_sheet_validates() -> None:
         assert (REPO / path).is_file(), f"{path} is listed in config/slides.tsv but not in the repo"
     synthetic = sheet[sheet["path"].str.startswith("resources/demo/")]
     assert sorted(synthetic["slide_id"]) == sorted(
-        f"synth_{cls}_{n:02d}" for cls in ("low", "high") for n in range(1, 5)
+        f"synth_{cls}_{n:02d}" for cls in ("low", "high") for n in range(1, 7)
     )
     assert (synthetic["label"] == synthetic["slide_id"].str.split("_").str[1]).all()
 
@@ -258,7 +289,7 @@ def test_bad_sheet_rows_are_rejected(row: dict, message: str) -> None:
 def test_demo_sheet_rows_match_the_synthetic_cohort(tmp_path: Path) -> None:
     """The sheet's synthetic rows name exactly the files `pathpipe synthetic cohort` writes."""
     synthetic = pytest.importorskip("pathpipe.synthetic")
-    generated = synthetic.write_cohort(tmp_path, n_per_class=4, size=1024, seed=0)
+    generated = synthetic.write_cohort(tmp_path, n_per_class=6, size=1024, seed=0)
     sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False)
     demo = sheet[sheet["path"].str.startswith("resources/demo/")]
     assert sorted(Path(p).name for p in demo["path"]) == sorted(

@@ -1,4 +1,4 @@
-"""End-to-end tests of the Snakemake workflow (stages tissue and tiling).
+"""End-to-end tests of the Snakemake workflow (every stage, the report and provenance).
 
 A tiny cohort of synthetic slides (1536² px at 0.5 µm/px, 128-px tiles) is made
 with ``pathpipe synthetic slide`` in a temporary directory, and Snakemake runs on
@@ -29,7 +29,12 @@ SNAKEFILE = REPO / "Snakefile"
 SLIDE_PX = 1536
 TILE_SIZE = 128
 # Synthetic slides (MPP 0.5 in their metadata): slide id -> (class, seed).
-SYNTHETIC = {"s_low_1": ("low", 1), "s_high_1": ("high", 2), "s_low_2": ("low", 3)}
+SYNTHETIC = {
+    "s_low_1": ("low", 1),
+    "s_high_1": ("high", 2),
+    "s_low_2": ("low", 3),
+    "s_high_2": ("high", 4),
+}
 # Sheet mpp per slide in the full run: for s_low_2 it is ignored (the file's
 # metadata wins); the TCGA slide has no MPP metadata, so its sheet value is used.
 TCGA = "TCGA-CR-7395-01A-01-TS1"
@@ -49,6 +54,19 @@ PER_SLIDE = (
     "tile_features.parquet",
     "features.png",
 )
+# Outputs of the mil stage per slide (every slide, labelled or not) and for the cohort.
+MIL_PER_SLIDE = ("heatmaps/{}.png", "galleries/{}.png", "attention/{}.parquet")
+MIL_COHORT = (
+    "table1.tsv", "predictions.tsv", "roc.png", "metrics.json", "model/model.safetensors",
+    "shap/shap_beeswarm_train.png", "shap/shap_beeswarm_test.png", "shap/shap_waterfall.png",
+    "shap/shap_importance.tsv", "shap/shap_values.parquet", "shap/shap_tiles.tsv",
+)  # fmt: skip
+PROVENANCE = ("config.yaml", "versions.tsv", "checksums.tsv", "runtimes.tsv", "runtimes_jobs.tsv")
+# A mil stage small enough for 2 + 2 labelled slides: 2 folds, no test split, few epochs.
+MIL_CONFIG = {
+    "n_folds": 2, "test_fraction": 0.0, "epochs": 5, "rf_n_estimators": 20, "device": "cpu",
+    "explain": {"n_permutations": 1, "n_background": 20, "n_waterfall": 2},
+}  # fmt: skip
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -95,6 +113,8 @@ def write_cohort(workdir: Path, rows: list[dict]) -> Path:
         config = yaml.safe_load(f)
     config["slides"] = "slides.tsv"
     config["tiling"].update(tile_size=TILE_SIZE, workers=1)
+    # The mil stage needs labels; cohorts without them run the other stages only.
+    config["mil"].update(MIL_CONFIG, enabled=any(row.get("label") for row in rows))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return workdir / "config.yaml"
 
@@ -141,7 +161,15 @@ def slide_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def full_run(tmp_path_factory: pytest.TempPathFactory, slide_files: dict[str, Path]):
     """A complete run of the three good slides: (workdir, Run)."""
     workdir = tmp_path_factory.mktemp("cohort")
-    rows = [{"slide_id": s, "path": slide_files[s], "mpp": SHEET_MPP.get(s, "")} for s in SLIDES]
+    rows = [
+        {
+            "slide_id": s,
+            "path": slide_files[s],
+            "label": SYNTHETIC[s][0] if s in SYNTHETIC else "",  # TCGA: unlabelled
+            "mpp": SHEET_MPP.get(s, ""),
+        }
+        for s in SLIDES
+    ]
     write_cohort(workdir, rows)
     return workdir, snakemake(workdir, "--printshellcmds")
 
@@ -190,6 +218,33 @@ def test_full_run_produces_every_output(full_run) -> None:
         n_tiles = zarr.open_group(str(workdir / "results" / slide / "tiles.zarr"), mode="r")
         assert len(tiles) == n_tiles["tiles"].shape[0]
 
+    # mil: the labelled slides are the cohort; every slide gets a heatmap and gallery.
+    mil = workdir / "results" / "cohort" / "mil"
+    for name in MIL_COHORT:
+        assert (mil / name).is_file(), f"missing {mil / name}"
+    for slide in SLIDES:
+        for pattern in MIL_PER_SLIDE:
+            assert (mil / pattern.format(slide)).is_file(), pattern.format(slide)
+    pred = pd.read_csv(mil / "predictions.tsv", sep="\t")
+    assert set(pred["slide_id"]) == set(SYNTHETIC)
+    table1 = pd.read_csv(mil / "table1.tsv", sep="\t")
+    assert len(table1) == 2 and table1["test_auc"].isna().all()  # no test split here
+    shap_values = pd.read_parquet(mil / "shap" / "shap_values.parquet")
+    assert shap_values.set_index("slide_id").loc[TCGA, "role"] == "unlabelled"
+
+    # Provenance: the config used, versions, the slides' checksums, every rule's runtime.
+    prov = workdir / "results" / "cohort" / "provenance"
+    for name in PROVENANCE:
+        assert (prov / name).is_file(), name
+    sums = pd.read_csv(prov / "checksums.tsv", sep="\t")
+    assert set(SLIDES) <= set(sums["slide_id"].dropna())
+    assert {"config", "sheet"} <= set(sums["kind"])
+    runtimes = pd.read_csv(prov / "runtimes.tsv", sep="\t")
+    assert {"tissue", "tiling", "segmentation", "features", "mil", "mil_attention"} <= set(
+        runtimes["rule"]
+    )
+    assert yaml.safe_load((prov / "config.yaml").read_text())["mil"]["n_folds"] == 2
+
 
 def test_rerun_does_nothing(full_run) -> None:
     workdir, run = full_run
@@ -208,6 +263,8 @@ def test_removed_slide_output_redoes_only_that_slide(full_run) -> None:
 
     dry = snakemake(workdir, "--dry-run")
     assert dry.returncode == 0, dry.output
+    # That slide's jobs, the cohort summaries and the cohort model (its input changed), so
+    # every slide's heatmap; nothing else of the other slides.
     assert dry.jobs() == {
         ("tissue", "s_high_1"),
         ("tiling", "s_high_1"),
@@ -215,6 +272,10 @@ def test_removed_slide_output_redoes_only_that_slide(full_run) -> None:
         ("features", "s_high_1"),
         ("tiling_summary", None),
         ("segmentation_summary", None),
+        ("mil", None),
+        ("mil_explain", None),
+        *(("mil_attention", s) for s in SLIDES),
+        ("provenance", None),
         ("all", None),
     }
 
@@ -262,7 +323,7 @@ def test_mpp_flow_and_params_change(full_run) -> None:
     per_slide = {(rule, s) for rule, s in dry.jobs() if s is not None}
     assert per_slide == {
         (rule, s) for rule in ("tissue", "tiling", "segmentation", "features") for s in others
-    }
+    } | {("mil_attention", s) for s in SLIDES}  # the cohort model is retrained
     commands = [line for line in dry.output.splitlines() if "pathpipe tissue " in line]
     assert len(commands) == len(others)
     assert all("--slide-mpp 0.5 --slide-mpp-source config" in c for c in commands)
@@ -282,6 +343,13 @@ def test_report_has_overlays_and_summary(full_run) -> None:
     assert "results/cohort/segmentation_summary.tsv" in html
     for slide in SLIDES:
         assert f"results/{slide}/features.png" in html
+        assert f"results/cohort/mil/heatmaps/{slide}.png" in html
+        assert f"results/cohort/mil/galleries/{slide}.png" in html
+    for name in ("table1.tsv", "roc.png", "shap/shap_beeswarm_train.png",
+                 "shap/shap_waterfall.png", "shap/shap_importance.tsv"):  # fmt: skip
+        assert f"results/cohort/mil/{name}" in html, name
+    for name in PROVENANCE:
+        assert f"results/cohort/provenance/{name}" in html, name
     assert "pathpipe turns a cohort" in html  # workflow/report/workflow.rst
 
 
@@ -311,6 +379,7 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path: Path, slide_files) 
         ("features", "corrupt"),
         ("tiling_summary", None),
         ("segmentation_summary", None),
+        ("provenance", None),
         ("all", None),
     }
 
@@ -369,6 +438,15 @@ def test_bad_sheet_fails_before_any_job(tmp_path: Path, rows: list[dict], named:
     write_cohort(tmp_path, rows)
     run = snakemake(tmp_path)
     _assert_failed_before_any_job(run, tmp_path, *named)
+
+
+def test_mil_without_two_labelled_classes_fails_before_any_job(tmp_path: Path) -> None:
+    (tmp_path / "a.svs").touch()
+    rows = [{"slide_id": "a", "path": "a.svs", "label": "tumour"},
+            {"slide_id": "b", "path": "a.svs", "label": "tumour"}]  # fmt: skip
+    write_cohort(tmp_path, rows)
+    run = snakemake(tmp_path)
+    _assert_failed_before_any_job(run, tmp_path, "mil.enabled", "1 class(es) ['tumour']")
 
 
 # ---- lint ----------------------------------------------------------------------

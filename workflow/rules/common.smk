@@ -2,6 +2,7 @@
 # sheet, input functions, and the command-line arguments derived from config.
 # Only functions live here, no rules.
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -137,6 +138,11 @@ def cohort_nuclei_stores(wildcards):
 
 def final_outputs(wildcards):
     """Input function of the target `all`: every per-slide and cohort output."""
+    return [*stage_outputs(wildcards), *PROVENANCE_OUTPUTS]
+
+
+def stage_outputs(wildcards):
+    """Input function: the outputs of every stage (all of `all` but the provenance page)."""
     check_slide_files()
     return [
         *expand(
@@ -157,7 +163,127 @@ def final_outputs(wildcards):
         ),
         "results/cohort/tiling_summary.tsv",
         "results/cohort/segmentation_summary.tsv",
+        *(mil_outputs() if config["mil"]["enabled"] else []),
     ]
+
+
+# Files of the provenance page (rule provenance), all in the report.
+PROVENANCE_OUTPUTS = [
+    f"results/cohort/provenance/{name}"
+    for name in ("config.yaml", "versions.tsv", "checksums.tsv", "runtimes.tsv", "runtimes_jobs.tsv")
+]
+
+
+# ---- stage mil -----------------------------------------------------------------
+
+
+def labelled_slides():
+    """Slide ids with a label in the sheet: the cohort of the mil stage.
+
+    Raises WorkflowError (while the DAG is built) when the stage is enabled but
+    the labels do not hold two classes.
+    """
+    if "label" in SLIDES.columns:
+        labelled = SLIDES.loc[SLIDES["label"].notna(), "slide_id"].tolist()
+        classes = sorted(SLIDES["label"].dropna().unique())
+    else:
+        labelled, classes = [], []
+    if len(classes) != 2:
+        raise WorkflowError(
+            f"mil.enabled is true, but the slide sheet {config['slides']!r} labels "
+            f"{len(labelled)} slide(s) with {len(classes)} class(es) {classes}; expected "
+            "labels of exactly two classes (set mil.enabled: false to run without the mil stage)"
+        )
+    return labelled
+
+
+def mil_outputs():
+    """Every output of the mil stage: cohort model and figures, per-slide heatmaps."""
+    labelled_slides()
+    return [
+        *[f"results/cohort/mil/{name}" for name in MIL_FILES],
+        *[f"results/cohort/mil/shap/{name}" for name in MIL_SHAP_FILES],
+        *expand(
+            [
+                "results/cohort/mil/heatmaps/{slide}.png",
+                "results/cohort/mil/galleries/{slide}.png",
+                "results/cohort/mil/attention/{slide}.parquet",
+            ],
+            slide=SLIDES.index,
+        ),
+    ]
+
+
+MIL_FILES = ["table1.tsv", "predictions.tsv", "roc.png", "metrics.json", "model"]
+MIL_SHAP_FILES = [
+    "shap_beeswarm_train.png",
+    "shap_beeswarm_test.png",
+    "shap_waterfall.png",
+    "shap_importance.tsv",
+    "shap_values.parquet",
+    "shap_tiles.tsv",
+]
+
+
+def mil_tables(wildcards):
+    """Input function: tile features of the labelled slides (the mil cohort)."""
+    check_slide_files()
+    return expand("results/{slide}/tile_features.parquet", slide=labelled_slides())
+
+
+def all_tile_tables(wildcards):
+    """Input function: tile features of every slide (explained and predicted by mil)."""
+    check_slide_files()
+    return expand("results/{slide}/tile_features.parquet", slide=SLIDES.index)
+
+
+def mil_embedding_files(wildcards):
+    """Input function: the user's tile embeddings of the labelled slides, if configured."""
+    pattern = config["mil"]["embeddings"]
+    if not pattern:
+        return []
+    return [pattern.replace("{slide}", slide) for slide in labelled_slides()]
+
+
+def mil_gpus(wildcards):
+    """Resource `gpu`: 1 unless the mil stage is told to run on the CPU."""
+    return int(config["mil"]["device"] != "cpu")
+
+
+def mil_args(wildcards):
+    """Params function: `pathpipe mil train` options from config `mil` (and shared keys)."""
+    m = config["mil"]
+    args = [f"--seed {config['seed']}"]
+    for key, value in {**m, **config["features"]["preprocessing"]}.items():
+        if key in ("enabled", "embeddings", "explain", "heatmap"):
+            continue
+        args.append(f"--{key.replace('_', '-')} {value}")
+    if m["embeddings"]:
+        args.append(f"--embeddings {shlex.quote(m['embeddings'])}")
+    return " ".join(args)
+
+
+def mil_device():
+    """The device mil jobs pass to pathpipe: config mil.device."""
+    return config["mil"]["device"]
+
+
+def mil_explain_args(wildcards):
+    """Params function: `pathpipe mil explain` options from config mil.explain."""
+    e = config["mil"]["explain"]
+    return (
+        f"--n-permutations {e['n_permutations']} --n-background {e['n_background']}"
+        f" --n-waterfall {e['n_waterfall']} --seed {config['seed']} --device {mil_device()}"
+    )
+
+
+def mil_attention_args(wildcards):
+    """Params function: `pathpipe mil attention` options from config mil.heatmap."""
+    h = config["mil"]["heatmap"]
+    return (
+        f"--thumbnail-mpp {h['thumbnail_mpp']} --n-gallery {h['n_gallery']}"
+        f" --device {mil_device()}"
+    )
 
 
 # ---- command-line arguments --------------------------------------------------
@@ -250,3 +376,27 @@ def features_args(wildcards):
     if f["aggregate_border_nuclei"]:
         args.append("--aggregate-border-nuclei")
     return " ".join(args)
+
+
+# ---- provenance ----------------------------------------------------------------
+
+
+def provenance_model_files(wildcards):
+    """Input function: user-provided models and embeddings the config names."""
+    return [*segmentation_model_files(wildcards), *(
+        mil_embedding_files(wildcards) if config["mil"]["enabled"] else []
+    )]
+
+
+def provenance_file_args(wildcards):
+    """Params function: `--file KIND=PATH` of the config file, sheet and user models."""
+    files = [
+        ("config" if i == 0 else f"config_{i}", path)
+        for i, path in enumerate(dict.fromkeys(workflow.configfiles))
+    ]
+    files.append(("sheet", config["slides"]))
+    seg = config["segmentation"]
+    for key in ("model", "phenotype_model"):
+        if seg[key]:
+            files.append((f"segmentation_{key}", seg[key]))
+    return " ".join(f"--file {shlex.quote(f'{kind}={path}')}" for kind, path in files)
