@@ -246,8 +246,12 @@ def mil_embedding_files(wildcards):
 
 
 def mil_gpus(wildcards):
-    """Resource `gpu`: 1 unless the mil stage is told to run on the CPU."""
-    return int(config["mil"]["device"] != "cpu")
+    """Resource `gpu`: 1 when mil.device names a CUDA device.
+
+    Unlike segmentation, `auto` requests none: AMIL on tile features is small and
+    trains on CPU nodes in minutes; `auto` still uses a GPU the job happens to see.
+    """
+    return int(config["mil"]["device"].startswith("cuda"))
 
 
 def mil_args(wildcards):
