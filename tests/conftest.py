@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,17 @@ def pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2048 × 1536 JPEG pyramid at 0.25 µm/px with levels 1, 4, 16."""
     path = tmp_path_factory.mktemp("slides") / "pyramid.tiff"
     return write_pyramid(path, scene(2048, 1536, seed=1), downsamples=(1, 4, 16))
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the thread count.
+
+    Two torch threads on a shared 2-core machine spin-wait against other work
+    (up to ~20x slower); the small models of the tests need no more than one.
+    """
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -60,12 +60,8 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two threads on a shared 2-core machine spin-wait (~20x slower); use one here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(torch_one_thread):
+    """torch on one thread for this module (see conftest.torch_one_thread)."""
 
 
 @pytest.fixture(scope="module")

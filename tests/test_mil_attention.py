@@ -45,12 +45,8 @@ EPS = 1e-5  # BatchNorm eps: eval-mode BN with fresh running stats divides by sq
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two threads on a shared 2-core machine spin-wait; one is plenty here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(torch_one_thread):
+    """torch on one thread for this module (see conftest.torch_one_thread)."""
 
 
 def _hand_model(n_features: int) -> GatedAttentionMIL:

@@ -38,12 +38,8 @@ PARAMS = MILParams(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two threads on a shared 2-core machine spin-wait; use one here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(torch_one_thread):
+    """torch on one thread for this module (see conftest.torch_one_thread)."""
 
 
 def _tiles(rng: np.random.Generator, k: int, positive: bool) -> pd.DataFrame:
@@ -197,7 +193,9 @@ def test_validation_early_stopping_uses_the_fold(cohort):
     res = run_cross_validation(tables, sheet, params=params)
     roles = res.predictions.drop_duplicates("slide_id").set_index("slide_id")["role"]
     for fold in res.folds:
-        assert set(fold["early_stopping_slides"]) == set(roles.index[roles == f"fold {fold['fold']}"])
+        assert set(fold["early_stopping_slides"]) == set(
+            roles.index[roles == f"fold {fold['fold']}"]
+        )
     with pytest.raises(ConfigError, match="early_stopping='best'"):
         run_cross_validation(
             tables, sheet, params=MILParams(**{**params.to_dict(), "early_stopping": "best"})
@@ -212,6 +210,7 @@ def test_load_bags_excludes_empty_slides_with_warning(cohort, caplog):
     assert len(frames[ids.index("ONE_TILE")]) == 1
     assert len(ids) == len(frames) == len(labels) == len(sheet) - 1
     assert "all tiles filtered out" in caplog.text and "NO_TILES" in caplog.text
+    assert "single tile" in caplog.text and "ONE_TILE" in caplog.text
 
 
 def test_missing_label_names_the_slide(cohort):

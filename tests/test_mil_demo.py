@@ -36,12 +36,8 @@ PARAMS = MILParams(n_folds=4, test_fraction=0.2, rf_n_estimators=100, seed=0, de
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two threads on a shared 2-core machine spin-wait; use one here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(torch_one_thread):
+    """torch on one thread for this module (see conftest.torch_one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -307,6 +307,14 @@ def load_bags(
             len(empty),
             ", ".join(empty),
         )
+    single = [sid for sid, frame in zip(kept_ids, frames, strict=True) if len(frame) == 1]
+    if single:
+        log.warning(
+            "%d slide(s) have a single tile (kept; their attention is trivially 1 and the "
+            "slide is classified by that tile alone): %s",
+            len(single),
+            ", ".join(single[:10]),
+        )
     lost = sorted(set(sheet["label"]) - set(labels), key=str)
     if lost or not kept_ids:
         raise ConfigError(
@@ -315,6 +323,39 @@ def load_bags(
         )
     _feature_columns(kept_ids, frames)
     return kept_ids, frames, labels
+
+
+def read_slide_bags(
+    tables: Mapping[str, str | os.PathLike[str]], pre: Any, *, doing: str = "skipping"
+) -> tuple[list[str], list[Any], list[np.ndarray], list[str]]:
+    """Tile tables and preprocessed bags of the slides a saved model is applied to.
+
+    Slides whose table is empty (all tiles filtered out) are skipped with one
+    warning naming them, ``"<doing> N slide(s) ..."``.
+
+    Returns
+    -------
+    ids, frames, bags, empty
+        Slide ids with tiles, their tables, their ``pre.transform`` bags, and
+        the ids skipped.
+    """
+    ids, frames, bags, empty = [], [], [], []
+    for sid, path in tables.items():
+        frame = _read_table(str(sid), path)
+        if len(frame) == 0:
+            empty.append(str(sid))
+            continue
+        ids.append(str(sid))
+        frames.append(frame)
+        bags.append(pre.transform(frame))
+    if empty:
+        log.warning(
+            "%s %d slide(s) whose tile table is empty (all tiles filtered out): %s",
+            doing,
+            len(empty),
+            ", ".join(empty),
+        )
+    return ids, frames, bags, empty
 
 
 # ------------------------------------------------------------------ experiment
@@ -840,20 +881,7 @@ def predict_slides(
             f"{str(model_dir)!r}: model has preprocessing={pre is not None} and classes "
             f"{classes!r}; expected a model written by write_mil_outputs"
         )
-    ids, bags, empty = [], [], []
-    for sid, path in tables.items():
-        frame = _read_table(str(sid), path)
-        if len(frame) == 0:
-            empty.append(str(sid))
-            continue
-        ids.append(str(sid))
-        bags.append(pre.transform(frame))
-    if empty:
-        log.warning(
-            "not predicting %d slide(s) whose tile table is empty (all tiles filtered out): %s",
-            len(empty),
-            ", ".join(empty),
-        )
+    ids, _, bags, _ = read_slide_bags(tables, pre, doing="not predicting")
     if not ids:
         return pd.DataFrame({"slide_id": [], "probability": [], "predicted_label": []})
     p = predict_amil(model, bags)[0]

@@ -515,26 +515,6 @@ def _model_slides(model_dir: Any, config: dict[str, Any], pre: Any) -> tuple[lis
     return classes, {str(s) for s in slides["development"]}, {str(s) for s in slides["test"]}
 
 
-def _read_slides(tables: Mapping[str, Any], pre: Any) -> tuple[list[str], list, list, list]:
-    """Slide ids, tile tables and preprocessed bags of the slides with tiles; skipped ids."""
-    from pathpipe.mil.cohort import _read_table
-
-    ids, frames, bags, empty = [], [], [], []
-    for sid, path in tables.items():
-        frame = _read_table(str(sid), path)
-        if len(frame) == 0:
-            empty.append(str(sid))
-            continue
-        ids.append(str(sid))
-        frames.append(frame)
-        bags.append(pre.transform(frame))
-    if empty:
-        log.warning(
-            "skipping %d slide(s) with an empty tile table: %s", len(empty), ", ".join(empty)
-        )
-    return ids, frames, bags, empty
-
-
 def _pick_tiles(
     ids: list[str],
     frames: list[Any],
@@ -640,6 +620,7 @@ def explain_cohort(
     """
     import pandas as pd
 
+    from pathpipe.mil.cohort import read_slide_bags
     from pathpipe.mil.io import load_amil
     from pathpipe.mil.train import predict_amil
     from pathpipe.storage import atomic_file, provenance, write_parquet
@@ -658,7 +639,7 @@ def explain_cohort(
             f"feature names {sorted(set(names) & set(_META_COLUMNS))} clash with the columns "
             f"{list(_META_COLUMNS)} of shap_values.parquet; expected other feature names"
         )
-    ids, frames, bags, empty = _read_slides(tables, pre)
+    ids, frames, bags, empty = read_slide_bags(tables, pre)
     roles = np.array(
         ["development" if s in dev_set else "test" if s in test_set else "unlabelled" for s in ids]
     )
