@@ -365,3 +365,22 @@ def test_load_errors(tmp_path, trained):
     (root / "model.json").write_text(json.dumps({"format": "pathpipe-segmentation"}))
     with pytest.raises(StorageError, match="expected 'pathpipe-amil'"):
         load_amil(root)
+
+
+@pytest.mark.gpu
+def test_cuda_training_prediction_and_explanation(data, tmp_path):
+    """AMIL on the GPU: trains, classifies as well as on the CPU, saves, loads, explains."""
+    from pathpipe.mil.explain import slide_shap
+
+    (tb, ty, _), (vb, vy, _) = data["train"], data["val"]
+    model, history = train_amil(tb, ty, val_bags=vb, val_labels=vy, seed=0, device="cuda")
+    assert history.device.startswith("cuda")
+    assert next(model.parameters()).is_cuda
+    bags, labels, _ = data["test"]
+    proba, _ = predict_amil(model, bags)
+    assert _auc(labels, proba) >= 0.9
+    save_amil(tmp_path / "m", model, config={"classes": [0, 1]})
+    loaded, _, _ = load_amil(tmp_path / "m", device="cuda")
+    np.testing.assert_allclose(predict_amil(loaded, bags)[0], proba, atol=1e-5)
+    values, base = slide_shap(loaded, bags[:3], background=np.concatenate(tb), n_permutations=2)
+    assert values.shape == (3, N_FEATURES) and np.isfinite(values).all() and np.isfinite(base).all()
