@@ -132,6 +132,11 @@ def test_top_shap_features_carry_the_generated_difference(result, demo, tmp_path
     generated = ("area", "perimeter", "diameter", "axis", "radius", "chromatin", "circularity",
                  "solidity", "eccentricity", "density", "glcm", "glszm", "glrlm")  # fmt: skip
     assert any(any(g in f for g in generated) for f in top["feature"])
+    # By family, the nuclear properties the generator varies carry most of the SHAP mass.
+    families = pd.read_csv(tmp_path / "shap" / "shap_families.tsv", sep="\t")
+    print(families.to_string())
+    nuclear = {"geometry", "intensity", "texture", "morphology", "chromatin", "boundary"}
+    assert families.loc[families["family"].isin(nuclear), "share_train"].sum() >= 0.7
 
 
 def test_shuffled_labels_fall_to_chance(demo, result):

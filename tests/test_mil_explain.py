@@ -275,6 +275,7 @@ def test_explain_cohort_end_to_end(trained_dir, tmp_path, caplog):
     names = (
         "shap_values.parquet",
         "shap_importance.tsv",
+        "shap_families.tsv",
         "shap_tiles.tsv",
         "shap_beeswarm_train.png",
         "shap_beeswarm_test.png",
@@ -357,3 +358,24 @@ def test_explain_cohort_errors(trained_dir, tmp_path):
         explain_cohort(model_dir, test_only, tmp_path / "out")
     with pytest.raises(ConfigError, match="n_waterfall=-1"):
         explain_cohort(model_dir, tables, tmp_path / "out", n_waterfall=-1)
+
+
+def test_feature_families_and_family_importance():
+    from pathpipe.mil.explain import feature_families, shap_family_importance
+
+    names = ["area_um2_med", "area_um2_tumour_std", "glcm_contrast_h_med", "fo_mean_grey_std",
+             "graph_degree_mean", "nn_dist_um_mean", "density_per_mm2", "fraction_tumour",
+             "emb_3"]  # fmt: skip
+    assert feature_families(names) == ["geometry", "geometry", "texture", "intensity", "graph",
+                                       "neighbours", "composition", "composition", "other"]  # fmt: skip
+    values = np.array([[1.0, -3.0, 0.5, 0.0], [-2.0, 1.0, 0.0, 0.5]])
+    table = shap_family_importance(values, ["a", "a", "b", "b"], values_test=values[:1])
+    # a: per-slide sums -2 and -1 -> mean |.| 1.5; b: 0.5 and 0.5 -> 0.5
+    assert table["family"].tolist() == ["a", "b"]
+    np.testing.assert_allclose(table["mean_abs_shap_train"], [1.5, 0.5])
+    np.testing.assert_allclose(table["mean_abs_shap_test"], [2.0, 0.5])
+    np.testing.assert_allclose(table["share_train"], [0.75, 0.25])
+    assert table["n_features"].tolist() == [2, 2]
+    assert shap_family_importance(values, list("aabb"))["mean_abs_shap_test"].isna().all()
+    with pytest.raises(ConfigError, match="3 families"):
+        shap_family_importance(values, list("abc"))

@@ -59,7 +59,8 @@ MIL_PER_SLIDE = ("heatmaps/{}.png", "galleries/{}.png", "attention/{}.parquet")
 MIL_COHORT = (
     "table1.tsv", "predictions.tsv", "roc.png", "metrics.json", "model/model.safetensors",
     "shap/shap_beeswarm_train.png", "shap/shap_beeswarm_test.png", "shap/shap_waterfall.png",
-    "shap/shap_importance.tsv", "shap/shap_values.parquet", "shap/shap_tiles.tsv",
+    "shap/shap_importance.tsv", "shap/shap_families.tsv", "shap/shap_values.parquet",
+    "shap/shap_tiles.tsv",
 )  # fmt: skip
 PROVENANCE = ("config.yaml", "versions.tsv", "checksums.tsv", "runtimes.tsv", "runtimes_jobs.tsv")
 # A mil stage small enough for 2 + 2 labelled slides: 2 folds, no test split, few epochs.
@@ -334,6 +335,7 @@ def test_report_has_overlays_and_summary(full_run) -> None:
     assert run.returncode == 0, run.output
     report = snakemake(workdir, "--report", "report.html")
     assert report.returncode == 0, report.output
+    assert "ERROR/" not in report.output, report.output  # captions are valid reStructuredText
     html = (workdir / "report.html").read_text(encoding="utf-8")
     for slide in SLIDES:
         assert f"results/{slide}/tissue_overlay.png" in html

@@ -220,6 +220,7 @@ MIL_SHAP_FILES = [
     "shap_beeswarm_test.png",
     "shap_waterfall.png",
     "shap_importance.tsv",
+    "shap_families.tsv",
     "shap_values.parquet",
     "shap_tiles.tsv",
 ]

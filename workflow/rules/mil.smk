@@ -80,6 +80,13 @@ rule mil_explain:
             subcategory="SHAP",
             labels={"table": "mean |SHAP| per feature"},
         ),
+        families=report(
+            "results/cohort/mil/shap/shap_families.tsv",
+            caption="../report/mil_shap_families.rst",
+            category="MIL",
+            subcategory="SHAP",
+            labels={"table": "mean |SHAP| per feature family"},
+        ),
         values="results/cohort/mil/shap/shap_values.parquet",
         tiles="results/cohort/mil/shap/shap_tiles.tsv",
     log:
