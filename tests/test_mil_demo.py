@@ -135,8 +135,18 @@ def test_top_shap_features_carry_the_generated_difference(result, demo, tmp_path
     # By family, the nuclear properties the generator varies carry most of the SHAP mass.
     families = pd.read_csv(tmp_path / "shap" / "shap_families.tsv", sep="\t")
     print(families.to_string())
-    nuclear = {"geometry", "intensity", "texture", "morphology", "chromatin", "boundary"}
-    assert families.loc[families["family"].isin(nuclear), "share_train"].sum() >= 0.7
+    # Per feature, the nuclear families (which hold the generated difference) carry clearly
+    # more SHAP than the tile-level ones (composition, neighbours, graph); attribution
+    # unrelated to the classes would give both about the same share per feature.
+    nuclear = families["family"].isin(
+        {"geometry", "intensity", "texture", "morphology", "chromatin", "boundary"}
+    )
+    per_feature = [
+        families.loc[m, "share_train"].sum() / families.loc[m, "n_features"].sum()
+        for m in (nuclear, ~nuclear)
+    ]
+    print("SHAP share per feature, nuclear vs tile-level families:", per_feature)
+    assert per_feature[0] >= 1.5 * per_feature[1]
 
 
 def test_shuffled_labels_fall_to_chance(demo, result):

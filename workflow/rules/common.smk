@@ -268,17 +268,12 @@ def mil_args(wildcards):
     return " ".join(args)
 
 
-def mil_device():
-    """The device mil jobs pass to pathpipe: config mil.device."""
-    return config["mil"]["device"]
-
-
 def mil_explain_args(wildcards):
     """Params function: `pathpipe mil explain` options from config mil.explain."""
     e = config["mil"]["explain"]
     return (
         f"--n-permutations {e['n_permutations']} --n-background {e['n_background']}"
-        f" --n-waterfall {e['n_waterfall']} --seed {config['seed']} --device {mil_device()}"
+        f" --n-waterfall {e['n_waterfall']} --seed {config['seed']} --device {config['mil']['device']}"
     )
 
 
@@ -287,7 +282,7 @@ def mil_attention_args(wildcards):
     h = config["mil"]["heatmap"]
     return (
         f"--thumbnail-mpp {h['thumbnail_mpp']} --n-gallery {h['n_gallery']}"
-        f" --device {mil_device()}"
+        f" --device {config['mil']['device']}"
     )
 
 
