@@ -12,6 +12,7 @@ from zarr.codecs import BloscCodec
 from pathpipe.errors import StorageError
 from pathpipe.storage import (
     ChunkWriter,
+    ShardWriter,
     atomic_dir,
     atomic_file,
     file_checksum,
@@ -97,3 +98,70 @@ def test_chunk_writer_rejects_other_layouts(tmp_path):
     arr = root.create_array("t", shape=(3, 4), chunks=(1, 4), dtype="uint8")
     with pytest.raises(StorageError, match="ChunkWriter needs"):
         ChunkWriter(arr, tmp_path / "s.zarr" / "t")
+
+
+def _sharded(tmp_path, compressors, shape=(10, 4, 5, 3), per_shard=4):
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    return root.create_array(
+        "t",
+        shape=shape,
+        chunks=(1, *shape[1:]),
+        shards=(per_shard, *shape[1:]),
+        dtype="uint8",
+        compressors=compressors,
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )
+
+
+@pytest.mark.parametrize(
+    "compressors", [BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"), None]
+)
+def test_shard_writer_writes_an_ordinary_sharded_zarr_array(tmp_path, compressors):
+    arr = _sharded(tmp_path, compressors)
+    w = ShardWriter(arr, tmp_path / "s.zarr" / "t")
+    assert w.shard_size == 4
+    data = np.random.default_rng(0).integers(0, 255, (10, 4, 5, 3), dtype=np.uint8)
+    for s in range(3):  # shards of 4, 4 and 2 items: the last one is partial
+        w.write(s, [w.encode(data[i : i + 1]) for i in range(4 * s, min(4 * s + 4, 10))])
+    assert sorted(p.name for p in (tmp_path / "s.zarr" / "t").glob("c.*")) == [
+        "c.0.0.0.0",
+        "c.1.0.0.0",
+        "c.2.0.0.0",
+    ]
+    back = zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")
+    np.testing.assert_array_equal(back[:], data)
+    np.testing.assert_array_equal(back[5], data[5])  # one chunk read through the index
+    # a shard with fewer chunks leaves the rest at the fill value
+    w.write(2, [w.encode(data[9:10])])
+    back = zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")
+    np.testing.assert_array_equal(back[8], data[9])
+    assert (back[9] == 0).all()
+    # the index checksum is checked by zarr: a corrupted index is an error
+    path = tmp_path / "s.zarr" / "t" / "c.0.0.0.0"
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum do not match"):
+        zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")[0]
+
+
+def test_shard_writer_rejects_bad_input(tmp_path):
+    arr = _sharded(tmp_path, None)
+    w = ShardWriter(arr, tmp_path / "s.zarr" / "t")
+    with pytest.raises(StorageError, match=r"expected \(1, 4, 5, 3\) uint8"):
+        w.encode(np.zeros((2, 4, 5, 3), np.uint8))
+    chunk = w.encode(np.zeros((1, 4, 5, 3), np.uint8))
+    with pytest.raises(StorageError, match=r"5 chunks received, expected 1..4"):
+        w.write(0, [chunk] * 5)
+    with pytest.raises(StorageError, match=r"0 chunks received"):
+        w.write(0, [])
+    plain = zarr.open_group(str(tmp_path / "p.zarr"), mode="w").create_array(
+        "t", shape=(3, 4), chunks=(1, 4), dtype="uint8"
+    )
+    with pytest.raises(StorageError, match=r"ShardWriter needs .* received shape \(3, 4\)"):
+        ShardWriter(plain, tmp_path / "p.zarr" / "t")
+    inner2 = zarr.open_group(str(tmp_path / "q.zarr"), mode="w").create_array(
+        "t", shape=(8, 4), chunks=(2, 4), shards=(4, 4), dtype="uint8"
+    )
+    with pytest.raises(StorageError, match=r"inner chunks \(2, 4\)"):
+        ShardWriter(inner2, tmp_path / "q.zarr" / "t")
