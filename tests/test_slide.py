@@ -82,6 +82,53 @@ def test_direct_decoder_matches_backend(path, mpp, backend):
             )
 
 
+@pytest.mark.parametrize(
+    "path, mpp, in_place",
+    [(CMU, None, True), (TCGA, 0.2527, False)],  # Aperio JPEG (RGB); Aperio JPEG 2000
+)
+def test_stored_tiles_decode_into_place_like_read_region(path, mpp, in_place):
+    with open_slide(path, mpp=mpp) as s:
+        tw, th = s.stored_tile_size(0)
+        # JPEG levels decode straight into the output; others through tifffile
+        assert (0 in s._direct._jpeg) is in_place
+        w, h = s.info.level_dimensions[0]
+        out = np.empty((th, tw, 3), np.uint8)
+        for tx, ty in [(0, 0), (w // tw - 1, h // th - 1), (1, 2)]:
+            out[...] = 7
+            s.read_stored_tile(0, (tx, ty), out)
+            np.testing.assert_array_equal(out, s.read_region((tx * tw, ty * th), 0, (tw, th)))
+        with pytest.raises(SlideReadError, match=r"stored tile \(\d+, 0\) of level 0 is not"):
+            s.read_stored_tile(0, (w // tw, 0), out)  # crosses the right edge
+        with pytest.raises(SlideReadError, match=r"C-contiguous .* received \(\d+, \d+, 3\)"):
+            s.read_stored_tile(0, (0, 0), np.empty((tw, th, 3), np.uint8)[:, ::-1][:th, :tw])
+    with pytest.raises(SlideReadError, match="not decodable on its own"):
+        s.read_stored_tile(0, (0, 0), out)  # closed
+
+
+def test_stored_tiles_of_a_generated_pyramid_and_missing_tiles(tmp_path):
+    path = write_pyramid(tmp_path / "p.tiff", scene(512, 512, seed=4), tile=128)
+    with open_slide(path) as s:
+        assert s.stored_tile_size(0) == (128, 128) and 0 in s._direct._jpeg
+        out = np.empty((128, 128, 3), np.uint8)
+        s.read_stored_tile(0, (3, 1), out)
+        np.testing.assert_array_equal(out, s.read_region((384, 128), 0, (128, 128)))
+        # a tile with byte count 0 (not stored) is white, as the backends render it
+        s._direct.pages[0] = _ZeroCounts(s._direct.pages[0])
+        s.read_stored_tile(0, (0, 0), out)
+        assert (out == 255).all()
+
+
+class _ZeroCounts:
+    """A tifffile page whose tiles all have byte count 0."""
+
+    def __init__(self, page):
+        self._page = page
+        self.databytecounts = [0] * len(page.databytecounts)
+
+    def __getattr__(self, name):
+        return getattr(self._page, name)
+
+
 def test_generated_pyramid_both_backends(pyramid):
     with (
         open_slide(pyramid, backend="openslide") as a,

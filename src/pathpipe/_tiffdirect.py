@@ -8,6 +8,11 @@ Zarr. Here the compressed tiles covering a region are read with ``os.pread``
 (imagecodecs: libjpeg-turbo, OpenJPEG, ...), which releases the GIL, so reads
 scale across threads.
 
+:meth:`TiffDirect.read_tile` decodes one whole tile of a level straight into
+the caller's array (JPEG through imagecodecs with the colour spaces tifffile
+would use, checked once per level against tifffile's own decoder), so tiling
+at a level's native tile grid costs one decode and no copies.
+
 Only levels that match the backend's level exactly (same width and height,
 tiled, 8-bit RGB, contiguous samples) are served; everything else falls back
 to the backend. :func:`pathpipe.slide.open_slide` checks on each opened slide
@@ -42,6 +47,9 @@ class TiffDirect:
         self._tf = tifffile.TiffFile(path)
         self._fd = os.open(path, os.O_RDONLY)
         self.pages: dict[int, Any] = {}
+        #: Keyword arguments of ``imagecodecs.jpeg_decode`` per JPEG level whose
+        #: tiles can be decoded in place (see :meth:`read_tile`).
+        self._jpeg: dict[int, dict[str, Any]] = {}
         try:
             series = self._tf.series[0]
             levels = series.levels
@@ -58,6 +66,7 @@ class TiffDirect:
                 # Build the decoder closure once, in this thread.
                 _ = page.decode
                 self.pages[i] = page
+                self._jpeg_setup(i, page)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -67,6 +76,63 @@ class TiffDirect:
 
     def serves(self, level: int) -> bool:
         return level in self.pages
+
+    def tile_size(self, level: int) -> tuple[int, int]:
+        """``(width, height)`` of the stored tiles of ``level``."""
+        page = self.pages[level]
+        return int(page.tilewidth), int(page.tilelength)
+
+    def read_tile(self, level: int, tile_xy: tuple[int, int], out: np.ndarray) -> None:
+        """Decode stored tile ``(tx, ty)`` of ``level`` into ``out``.
+
+        ``out`` is a C-contiguous (tile height, tile width, 3) uint8 array; the
+        tile must lie fully inside the level. A missing tile is white.
+        """
+        page = self.pages[level]
+        tx, ty = tile_xy
+        tw, th = int(page.tilewidth), int(page.tilelength)
+        index = ty * math.ceil(page.imagewidth / tw) + tx
+        count = page.databytecounts[index]
+        if count == 0:
+            out[...] = 255
+            return
+        data = os.pread(self._fd, count, page.dataoffsets[index])
+        kwargs = self._jpeg.get(level)
+        if kwargs is not None:
+            import imagecodecs
+
+            imagecodecs.jpeg_decode(data, shape=(th, tw), out=out, **kwargs)
+            return
+        tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+        out[...] = tile.reshape(tile.shape[-3:])[:, :, :3]
+
+    def _jpeg_setup(self, level: int, page: Any) -> None:
+        """Enable in-place JPEG decoding of ``level`` if it matches tifffile's decoder."""
+        if page.compression != 7 or page.jpegheader is not None:
+            return
+        try:
+            import imagecodecs
+            from tifffile.tifffile import jpeg_decode_colorspace
+
+            colorspace, outcolorspace = jpeg_decode_colorspace(
+                page.photometric, page.planarconfig, page.extrasamples, page.is_jfif
+            )
+            kwargs = {
+                "bitspersample": 8,
+                "tables": page.jpegtables,
+                "colorspace": colorspace,
+                "outcolorspace": outcolorspace,
+            }
+            index = next(i for i, c in enumerate(page.databytecounts) if c > 0)
+            data = os.pread(self._fd, page.databytecounts[index], page.dataoffsets[index])
+            tw, th = int(page.tilewidth), int(page.tilelength)
+            mine = np.empty((th, tw, 3), dtype=np.uint8)
+            imagecodecs.jpeg_decode(data, shape=(th, tw), out=mine, **kwargs)
+            ref, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+            if np.array_equal(mine, ref.reshape(ref.shape[-3:])[:, :, :3]):
+                self._jpeg[level] = kwargs
+        except Exception:  # any mismatch or decoder quirk: keep tifffile's path
+            return
 
     def read(self, level: int, lv_xy: tuple[int, int], size_wh: tuple[int, int]) -> np.ndarray:
         """Region of ``level`` fully inside it, as (h, w, 3) uint8.

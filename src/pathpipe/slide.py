@@ -248,6 +248,46 @@ class Slide:
         out[iy0 - lv_y0 : iy1 - lv_y0, ix0 - lv_x0 : ix1 - lv_x0] = part
         return out
 
+    def stored_tile_size(self, level: int) -> tuple[int, int] | None:
+        """``(width, height)`` of the stored tiles of ``level`` when they can be
+        decoded one by one with :meth:`read_stored_tile`, else None."""
+        if self._direct is not None and self._direct.serves(level):
+            return self._direct.tile_size(level)
+        return None
+
+    def read_stored_tile(self, level: int, tile_xy: tuple[int, int], out: np.ndarray) -> None:
+        """Decode the stored tile ``(tx, ty)`` of ``level`` straight into ``out``.
+
+        The fast path of tiling at a level's own tile grid: one decode, no
+        copies. Only for levels where :meth:`stored_tile_size` is not None and
+        tiles fully inside the level; ``out`` is a C-contiguous
+        ``(tile height, tile width, 3)`` uint8 array. The pixels are those
+        :meth:`read_region` returns for the same area.
+        """
+        tw, th = self.stored_tile_size(level) or (0, 0)
+        full_w, full_h = self.info.level_dimensions[level]
+        tx, ty = tile_xy
+        if not (tw and 0 <= tx and 0 <= ty and (tx + 1) * tw <= full_w and (ty + 1) * th <= full_h):
+            raise SlideReadError(
+                self.info.path,
+                f"stored tile {tuple(tile_xy)} of level {level} is not decodable on its own "
+                f"(tile size {tw}x{th}, level size {full_w}x{full_h})",
+            )
+        if out.shape != (th, tw, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise SlideReadError(
+                self.info.path,
+                f"read_stored_tile needs a C-contiguous ({th}, {tw}, 3) uint8 array, "
+                f"received {out.shape} {out.dtype}",
+            )
+        try:
+            self._direct.read_tile(level, (tx, ty), out)
+        except Exception as exc:  # any decoder failure is a read error
+            raise SlideReadError(
+                self.info.path,
+                f"cannot decode stored tile {tuple(tile_xy)} of level {level}: "
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+
     def _read_raw(self, l0_xy: tuple[int, int], level: int, size_wh: tuple[int, int]) -> np.ndarray:
         try:
             if self._direct is not None and self._direct.serves(level):
