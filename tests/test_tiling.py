@@ -10,6 +10,7 @@ import zarr
 from PIL import Image
 
 from conftest import CMU, TCGA, scene, write_pyramid
+from pathpipe import tiling
 from pathpipe.errors import ConfigError, SlideError, StorageError
 from pathpipe.slide import open_slide
 from pathpipe.storage import file_checksum, open_store
@@ -128,6 +129,44 @@ def test_run_tiling_store_contents(slide_and_mask, tmp_path):
     assert meta["pathpipe_version"]
 
 
+@pytest.mark.parametrize("side", [512, 480])
+def test_tiles_on_the_stored_tile_grid_are_decoded_in_place(tmp_path, monkeypatch, side):
+    """Tiles at a level's own size and grid take the in-place path, with the
+    pixels read_region gives; off the grid or across the slide edge they take
+    the strip path."""
+    from pathpipe.slide import Slide
+
+    path = write_pyramid(tmp_path / "s.tiff", scene(side, side, seed=5), tile=64)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    calls = []
+    real = Slide.read_stored_tile
+
+    def spy(self, level, tile_xy, out):
+        calls.append(tile_xy)
+        return real(self, level, tile_xy, out)
+
+    monkeypatch.setattr(Slide, "read_stored_tile", spy)
+    # overlap 0: the grid is the stored tile grid; overlap 16: it is not
+    for overlap in (0, 16):
+        calls.clear()
+        out = tmp_path / f"t{overlap}.zarr"
+        params = TilingParams(mpp=0.25, tile_size=64, overlap=overlap, min_tissue_fraction=0)
+        rec = run_tiling(path, mask_path=mask, out_path=out, params=params)
+        g = open_store(out, stage="tiling")
+        if overlap:
+            assert calls == []
+        elif side == 512:
+            assert len(calls) == rec["n_tiles"] == 64
+        else:  # the last row and column cross the edge: those 15 are read alone
+            assert len(calls) == rec["n_tiles"] - 15 == 49
+        with open_slide(path) as s:
+            for i in range(rec["n_tiles"]):
+                xy = tuple(int(v) for v in g["l0_xy"][i])
+                ref = s.read_region_at_mpp(xy, (64, 64), 0.25)
+                np.testing.assert_array_equal(g["tiles"][i], ref)
+
+
 def test_run_tiling_is_deterministic_and_overlap_works(slide_and_mask, tmp_path):
     slide, mask = slide_and_mask
     params = TilingParams(mpp=0.5, tile_size=64, overlap=16, min_tissue_fraction=0.9, workers=3)
@@ -224,7 +263,7 @@ def test_failure_leaves_previous_store_intact(slide_and_mask, tmp_path, monkeypa
     def boom(self, grid_rc):
         raise SlideError("x.svs", "simulated decode failure")
 
-    monkeypatch.setattr(tiling._TileReader, "read_run", boom)
+    monkeypatch.setattr(tiling._TileReader, "iter_run", boom)
     with pytest.raises(SlideError, match="simulated"):
         run_tiling(slide, mask_path=mask, out_path=out, params=params)
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["tiles"][:], before)
@@ -235,7 +274,7 @@ def test_failure_after_some_writes_leaves_no_temporary_store(slide_and_mask, tmp
     slide, mask = slide_and_mask
     import pathpipe.tiling as tiling
 
-    real = tiling._TileReader.read_run
+    real = tiling._TileReader.iter_run
     calls = {"n": 0}
 
     def flaky(self, grid_rc):
@@ -244,7 +283,7 @@ def test_failure_after_some_writes_leaves_no_temporary_store(slide_and_mask, tmp
             raise SlideError("x.svs", "simulated decode failure")
         return real(self, grid_rc)
 
-    monkeypatch.setattr(tiling._TileReader, "read_run", flaky)
+    monkeypatch.setattr(tiling._TileReader, "iter_run", flaky)
     out = tmp_path / "out" / "tiles.zarr"
     with pytest.raises(SlideError, match="simulated"):
         run_tiling(
@@ -285,8 +324,11 @@ def test_real_slides_and_mpp_override(tmp_path):
 
 
 @pytest.mark.slow
-def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
+def test_peak_memory_does_not_grow_with_slide_size(tmp_path, monkeypatch):
     """Tiling a slide 16× larger must not need much more memory (streaming)."""
+    # Shards of 4 tiles, so both slides fill shards: the buffer of one shard
+    # (at most SHARD_BYTES, 16 MiB by default) is a constant, not growth.
+    monkeypatch.setattr(tiling, "SHARD_BYTES", 4 * 256 * 256 * 3)
     peaks = []
     for side in (1024, 4096):
         path = write_pyramid(
@@ -312,7 +354,7 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
     assert peaks[1] < 2.0 * peaks[0] + 8e6, peaks
 
 
-def test_qc_kernel_matches_numpy_reference():
+def test_pixel_qc_matches_numpy_reference():
     from pathpipe.tiling import _pixel_qc_numpy
 
     rng = np.random.default_rng(7)
@@ -320,6 +362,12 @@ def test_qc_kernel_matches_numpy_reference():
         tile = rng.integers(0, 256, size=shape, dtype=np.uint8)
         tile[: shape[0] // 2] = np.clip(tile[: shape[0] // 2].astype(int) + 120, 0, 255)
         assert pixel_qc(tile) == pytest.approx(_pixel_qc_numpy(tile), rel=1e-12, abs=1e-9)
+    # a tile cut from a wider strip (not contiguous), as the strip reader yields
+    strip = scene(256, 64, seed=9)
+    view = strip[:, 100:164]
+    assert not view.flags.c_contiguous
+    assert pixel_qc(view) == pytest.approx(_pixel_qc_numpy(view), rel=1e-12)
+    assert pixel_qc(view) == pixel_qc(np.ascontiguousarray(view))
     with pytest.raises(ConfigError, match="uint8"):
         pixel_qc(np.zeros((4, 4, 3), np.float32))
 
@@ -338,7 +386,10 @@ def test_compression_choices_store_the_same_tiles(slide_and_mask, tmp_path, code
     a = zarr.open_group(str(tmp_path / "lz4.zarr"), mode="r")
     b = zarr.open_group(str(tmp_path / "x.zarr"), mode="r")
     np.testing.assert_array_equal(a["tiles"][:], b["tiles"][:])
-    codecs = [c["name"] for c in b["tiles"].metadata.to_dict()["codecs"]]
+    (sharding,) = b["tiles"].metadata.to_dict()["codecs"]
+    codecs = [c["name"] for c in sharding["configuration"]["codecs"]]
     assert codecs == (["bytes", "blosc"] if codec == "zstd" else ["bytes"])
+    if codec == "zstd":
+        assert sharding["configuration"]["codecs"][1]["configuration"]["cname"] == "zstd"
     with pytest.raises(ConfigError, match="compression"):
         TilingParams(compression="gzip")

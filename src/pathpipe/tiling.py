@@ -9,7 +9,8 @@ Frames: ``l0_`` level-0 pixels ``(x, y)``; ``t_`` pixels at the tiling MPP;
 
 Store layout (``tiles.zarr``, Zarr v3 group)::
 
-    tiles      (N, T, T, 3) uint8   one tile per chunk, Blosc lz4 (or zstd, or none)
+    tiles      (N, T, T, 3) uint8   one tile per chunk, Blosc lz4 (or zstd, or none),
+                                    chunks grouped in shard files (:func:`shard_tiles`)
     l0_xy      (N, 2) int64         level-0 (x, y) of each tile's top-left corner
     grid_rc    (N, 2) int32         (row, col) in the tiling grid
     qc/tissue_fraction (N,) float32 fraction of the tile covered by the tissue mask
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from pathpipe._concurrency import ordered_map
-from pathpipe._qc_kernel import qc_sums
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.slide import resize_rgb
 
@@ -44,6 +44,7 @@ __all__ = [
     "pixel_qc",
     "plan_runs",
     "run_tiling",
+    "shard_tiles",
     "tile_grid",
     "tiling_summary",
     "tissue_fraction",
@@ -61,6 +62,8 @@ COMPRESSORS: dict[str, tuple[str, int] | None] = {
 }
 #: Longest run of horizontally adjacent tiles read with one region request.
 MAX_RUN = 8
+#: Uncompressed bytes of tiles per shard file of ``tiles`` (at most).
+SHARD_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -249,19 +252,39 @@ def pixel_qc(tile: np.ndarray) -> tuple[float, float, float]:
         Fraction of non-white pixels with chroma ``max - min`` < :data:`GREY_CHROMA`
         (pen-free grey: dust, folds, out-of-focus debris).
     blur : float
-        Variance of the 4-neighbour Laplacian of 8-bit luma (ITU-R BT.601);
-        low values mean a blurred or empty tile (Pech-Pacheco et al., 2000).
+        Variance of the 4-neighbour Laplacian of 8-bit luma (ITU-R BT.601
+        weights, as OpenCV's ``COLOR_RGB2GRAY`` rounds them) over the tile's
+        interior pixels; low values mean a blurred or empty tile
+        (Pech-Pacheco et al., 2000).
     """
     if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
         raise ConfigError(
             f"pixel_qc expects an (M, N, 3) uint8 tile, received {tile.shape} {tile.dtype}"
         )
-    if qc_sums is None:  # pragma: no cover - numba missing
-        return _pixel_qc_numpy(tile)
-    n_white, n_grey, s1, s2, m = qc_sums(tile, WHITE_LEVEL, GREY_CHROMA)
+    import cv2
+
+    tile = np.ascontiguousarray(tile)
     n = tile.shape[0] * tile.shape[1]
-    blur = float(s2) / m - (float(s1) / m) ** 2 if m else 0.0
-    return n_white / n, n_grey / n, blur
+    # OpenCV releases the GIL in each call, so reader threads run QC in parallel
+    # (NumPy's many small operations hold it between them and get slower with
+    # two threads); :func:`_pixel_qc_numpy` is the reference it is tested against.
+    r, g, b = cv2.split(tile)
+    mn = cv2.min(cv2.min(r, g), b)
+    mx = cv2.max(cv2.max(r, g), b)
+    non_white = cv2.compare(mn, WHITE_LEVEL, cv2.CMP_LT)
+    low_chroma = cv2.compare(cv2.subtract(mx, mn), GREY_CHROMA, cv2.CMP_LT)
+    n_white = n - cv2.countNonZero(non_white)
+    n_grey = cv2.countNonZero(cv2.bitwise_and(low_chroma, non_white))
+    blur = 0.0
+    if tile.shape[0] > 2 and tile.shape[1] > 2:
+        luma = cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY)
+        lap = cv2.Laplacian(luma, cv2.CV_16S, ksize=1)[1:-1, 1:-1]
+        m = lap.size
+        # exact: float64 sums of these integers stay below 2**53
+        s1 = cv2.sumElems(lap)[0]
+        s2 = cv2.norm(lap, cv2.NORM_L2SQR)
+        blur = s2 / m - (s1 / m) ** 2
+    return n_white / n, n_grey / n, float(blur)
 
 
 def _pixel_qc_numpy(tile: np.ndarray) -> tuple[float, float, float]:
@@ -273,8 +296,10 @@ def _pixel_qc_numpy(tile: np.ndarray) -> tuple[float, float, float]:
     n_white = int(np.count_nonzero(white))
     n_grey = int(np.count_nonzero(((mx - mn) < GREY_CHROMA) & ~white))
     n = mn.size
-    # BT.601 luma as 8-bit grey, (77 R + 150 G + 29 B) >> 8 (max 65280 fits uint16)
-    luma = ((r * np.uint16(77) + g * np.uint16(150) + b * np.uint16(29)) >> 8).astype(np.int16)
+    import cv2
+
+    # 8-bit BT.601 luma: OpenCV's fixed-point rounding is the definition
+    luma = cv2.cvtColor(np.ascontiguousarray(tile), cv2.COLOR_RGB2GRAY).astype(np.int16)
     lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
     if lap.size:
         # float64 sums of these integers are exact (< 2**53)
@@ -284,6 +309,13 @@ def _pixel_qc_numpy(tile: np.ndarray) -> tuple[float, float, float]:
     else:
         blur = 0.0
     return n_white / n, n_grey / n, blur
+
+
+def shard_tiles(tile_size: int) -> int:
+    """Tiles per shard file: the largest power of two, 1 to 256, whose tiles
+    hold at most :data:`SHARD_BYTES` uncompressed (64 tiles of 256 px)."""
+    fit = SHARD_BYTES // (tile_size * tile_size * 3)
+    return int(min(256, 2 ** max(0, int(fit).bit_length() - 1)))
 
 
 def plan_runs(grid_rc: np.ndarray, *, max_run: int = MAX_RUN) -> list[np.ndarray]:
@@ -331,29 +363,48 @@ class _TileReader:
         y = np.round(grid_rc[:, 0] * self.l0_step_y)
         return np.stack([x, y], axis=1).astype(np.int64)
 
-    def read_run(self, grid_rc: np.ndarray) -> np.ndarray:
-        """Tiles of one run (same row, consecutive columns) as (n, T, T, 3) uint8.
+    def iter_run(self, grid_rc: np.ndarray) -> Iterator[np.ndarray]:
+        """Tiles of one run (same row, consecutive columns), one (T, T, 3) uint8
+        array at a time; an array may be reused for the next tile.
 
         The run is read from the slide as one strip of the pyramid level; each
         tile is then cut from the strip at the level pixels
         :meth:`~pathpipe.slide.Slide.read_region_at_mpp` would read for it alone
         and resized on its own, so a tile's pixels do not depend on which
-        neighbours were read with it.
+        neighbours were read with it. Tiles that are exactly the level's stored
+        tiles (same size, on its tile grid, no resizing) are decoded one by one
+        straight into a buffer that stays in the CPU cache while the caller
+        checks and encodes it.
         """
         p = self.params
         slide = self.slide
         n = len(grid_rc)
         l0_xy = self.l0_origin(grid_rc)
         level, (lv_w, lv_h) = slide.plan_read((p.tile_size, p.tile_size), p.mpp)
-        sx, _ = slide.info.level_scale(level)
+        sx, sy = slide.info.level_scale(level)
         lv_x = np.floor(l0_xy[:, 0] / sx).astype(np.int64)
+        lv_y = math.floor(int(l0_xy[0, 1]) / sy)
+        if (
+            slide.stored_tile_size(level) == (lv_w, lv_h) == (p.tile_size, p.tile_size)
+            and lv_y % lv_h == 0
+            and not (lv_x % lv_w).any()
+        ):
+            # A tile crossing the slide edge is read (and padded) on its own.
+            full_w, full_h = slide.info.level_dimensions[level]
+            buf = np.empty((lv_h, lv_w, 3), dtype=np.uint8)
+            for i in range(n):
+                if lv_x[i] + lv_w <= full_w and lv_y + lv_h <= full_h:
+                    slide.read_stored_tile(level, (int(lv_x[i]) // lv_w, lv_y // lv_h), buf)
+                    yield buf
+                else:
+                    xy = (int(l0_xy[i, 0]), int(l0_xy[i, 1]))
+                    yield slide.read_region(xy, level, (lv_w, lv_h))
+            return
         strip_w = int(lv_x[-1] - lv_x[0]) + lv_w
         strip = slide.read_region((int(l0_xy[0, 0]), int(l0_xy[0, 1])), level, (strip_w, lv_h))
-        out = np.empty((n, p.tile_size, p.tile_size, 3), dtype=np.uint8)
         for i in range(n):
             x = int(lv_x[i] - lv_x[0])
-            out[i] = resize_rgb(strip[:, x : x + lv_w], (p.tile_size, p.tile_size))
-        return out
+            yield resize_rgb(strip[:, x : x + lv_w], (p.tile_size, p.tile_size))
 
 
 def run_tiling(
@@ -390,7 +441,7 @@ def run_tiling(
     import zarr
 
     from pathpipe.slide import open_slide
-    from pathpipe.storage import ChunkWriter, atomic_dir, provenance, source_record
+    from pathpipe.storage import ShardWriter, atomic_dir, provenance, source_record
     from pathpipe.tissue import load_mask
 
     params = params or TilingParams()
@@ -412,16 +463,20 @@ def run_tiling(
         cand = np.flatnonzero(tf_all >= params.min_tissue_fraction)
         n_grid, n_candidates = len(grid), len(cand)
 
-        def read_and_qc(run: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            """Tiles of a run, their QC rows and which of them pass the pixel filters."""
-            tiles = reader.read_run(grid[run])
-            qc = np.array([pixel_qc(t) for t in tiles], dtype=np.float32).reshape(-1, 3)
-            keep = np.ones(len(run), dtype=bool)
-            if params.max_white_fraction < 1.0:
-                keep &= qc[:, 0] <= params.max_white_fraction
-            if params.min_blur > 0.0:
-                keep &= qc[:, 2] >= params.min_blur
-            return tiles, qc, keep
+        def read_and_qc(
+            run: np.ndarray, encode: Callable[[np.ndarray], bytes] | None = None
+        ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+            """QC rows of a run's tiles, which pass the pixel filters and, with
+            ``encode``, the encoded tiles that pass (each tile is checked and
+            encoded right after it is read, while it is in the CPU cache)."""
+            qc = np.empty((len(run), 3), dtype=np.float32)
+            chunks = []
+            for i, tile in enumerate(reader.iter_run(grid[run])):
+                qc[i] = pixel_qc(tile)
+                if encode is not None and _passes(qc[i], params):
+                    chunks.append(encode(tile[None]))
+            keep = np.fromiter((_passes(row, params) for row in qc), dtype=bool, count=len(run))
+            return chunks, qc, keep
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             if params.max_tiles is not None and params.max_tiles < n_candidates:
@@ -450,45 +505,46 @@ def run_tiling(
                 n_candidates=n_candidates,
             )
 
-            # The writers get their own pool inside atomic_dir, so on a failure every
+            # The workers get their own pool inside atomic_dir, so on a failure every
             # in-flight worker has stopped before the temporary store is removed.
             with atomic_dir(out_path) as tmp, ThreadPoolExecutor(max_workers=workers) as wpool:
                 root = zarr.open_group(str(tmp), mode="w")
                 T = params.tile_size
+                per_shard = shard_tiles(T)
                 tiles_arr = root.create_array(
                     "tiles",
                     shape=(len(cand), T, T, 3),
                     chunks=(1, T, T, 3),
+                    shards=(per_shard, T, T, 3),
                     dtype="uint8",
                     compressors=_compressors(params.compression),
                     chunk_key_encoding={"name": "default", "separator": "."},
                     dimension_names=("tile", "row", "col", "channel"),
                 )
-                writer = ChunkWriter(tiles_arr, tmp / "tiles")
+                writer = ShardWriter(tiles_arr, tmp / "tiles")
 
-                # Position of each run's first tile among the candidates: workers
-                # write chunk files at candidate positions; when pixel filters drop
-                # tiles the main thread renumbers the kept ones in grid order.
-                starts = np.cumsum([0] + [len(r) for r in runs])[:-1] if runs else np.zeros(0, int)
+                def work(run: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+                    """Encoded kept tiles of a run, their QC rows and grid indices."""
+                    chunks, qc, keep = read_and_qc(run, writer.encode)
+                    return chunks, qc[keep], run[keep]
 
-                def work(job: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                    start, run = job
-                    tiles, qc, keep = read_and_qc(run)
-                    pos = start + np.flatnonzero(keep)
-                    for p, t in zip(pos, tiles[keep], strict=True):
-                        writer.write(int(p), writer.encode(t[None]))
-                    return qc[keep], run[keep], pos
-
-                n = 0
+                # Workers read, check and encode; this thread writes the kept tiles
+                # in grid order into whole shards (file writes release the GIL).
+                n = n_shards = 0
+                pending: list[bytes] = []
                 kept_idx: list[np.ndarray] = []
                 qc_rows: list[np.ndarray] = []
-                jobs = zip(starts.tolist(), runs, strict=True)
-                for qc, idx, pos in ordered_map(wpool, work, jobs, ahead=3 * workers):
-                    for p in pos:
-                        writer.move(int(p), n)
-                        n += 1
+                for chunks, qc, idx in ordered_map(wpool, work, runs, ahead=3 * workers):
+                    pending.extend(chunks)
+                    while len(pending) >= per_shard:
+                        writer.write(n_shards, pending[:per_shard])
+                        del pending[:per_shard]
+                        n_shards += 1
+                    n += len(chunks)
                     kept_idx.append(idx)
                     qc_rows.append(qc)
+                if pending:
+                    writer.write(n_shards, pending)
                 if n != len(cand):
                     tiles_arr.resize((n, T, T, 3))
                 idx_all = _concat_or_empty(kept_idx, (0,), np.int64)
@@ -507,6 +563,13 @@ def run_tiling(
                 record.update(n_tiles=n, complete=True)
                 root.attrs["pathpipe"] = record
     return record
+
+
+def _passes(qc_row: np.ndarray, params: TilingParams) -> bool:
+    """Whether a tile with QC values ``(white, grey, blur)`` passes the pixel filters."""
+    if params.max_white_fraction < 1.0 and qc_row[0] > params.max_white_fraction:
+        return False
+    return not (params.min_blur > 0.0 and qc_row[2] < params.min_blur)
 
 
 def _compressors(name: str) -> Any:
@@ -531,7 +594,7 @@ def _sample_candidates(
     *,
     params: TilingParams,
     pool: ThreadPoolExecutor,
-    check: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+    check: Callable[[np.ndarray], tuple[list[bytes], np.ndarray, np.ndarray]] | None,
 ) -> np.ndarray:
     """Seeded choice of ``params.max_tiles`` candidates, returned in grid order.
 
