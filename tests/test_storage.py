@@ -165,3 +165,33 @@ def test_shard_writer_rejects_bad_input(tmp_path):
     )
     with pytest.raises(StorageError, match=r"inner chunks \(2, 4\)"):
         ShardWriter(inner2, tmp_path / "q.zarr" / "t")
+
+
+def test_shard_writer_takes_source_jpeg_chunks_as_given(tmp_path):
+    import imagecodecs
+
+    from pathpipe._zarr_jpeg import SourceJpegCodec, register
+
+    register()
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    arr = root.create_array(
+        "t",
+        shape=(3, 16, 16, 3),
+        chunks=(1, 16, 16, 3),
+        shards=(2, 16, 16, 3),
+        dtype="uint8",
+        serializer=SourceJpegCodec(outcolorspace=2),
+        compressors=None,
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )
+    w = ShardWriter(arr, tmp_path / "s.zarr" / "t")
+    assert w.source_jpeg
+    with pytest.raises(StorageError, match="own JPEG tiles"):
+        w.encode(np.zeros((1, 16, 16, 3), np.uint8))
+    tiles = [np.full((16, 16, 3), v, np.uint8) for v in (0, 128, 255)]
+    jpegs = [imagecodecs.jpeg8_encode(t, level=95) for t in tiles]
+    w.write(0, jpegs[:2])
+    w.write(1, jpegs[2:])
+    back = zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")[:]
+    for b, j in zip(back, jpegs, strict=True):
+        np.testing.assert_array_equal(b, imagecodecs.jpeg8_decode(j))

@@ -393,3 +393,112 @@ def test_compression_choices_store_the_same_tiles(slide_and_mask, tmp_path, code
         assert sharding["configuration"]["codecs"][1]["configuration"]["cname"] == "zstd"
     with pytest.raises(ConfigError, match="compression"):
         TilingParams(compression="gzip")
+
+
+def _store_bytes(path):
+    return sum(p.stat().st_size for p in (path / "tiles").glob("c.*"))
+
+
+def test_source_compression_keeps_the_slides_jpeg_tiles(tmp_path):
+    """compression: source stores the slide's JPEG bytes: same pixels, smaller,
+    readable by plain zarr in another process (the codec's entry point)."""
+    import subprocess
+    import sys
+
+    path = write_pyramid(tmp_path / "s.tiff", scene(512, 512, seed=6), tile=64)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    base = {"mpp": 0.25, "tile_size": 64, "min_tissue_fraction": 0}
+    rec = run_tiling(
+        path,
+        mask_path=mask,
+        out_path=tmp_path / "s.zarr",
+        params=TilingParams(**base, compression="source"),
+    )
+    run_tiling(path, mask_path=mask, out_path=tmp_path / "l.zarr", params=TilingParams(**base))
+    assert rec["compression"] == "source" and "source_fallback" not in rec
+    src, lz4 = open_store(tmp_path / "s.zarr"), open_store(tmp_path / "l.zarr")
+    assert lz4.attrs["pathpipe"]["compression"] == "lz4"
+    (sharding,) = src["tiles"].metadata.to_dict()["codecs"]
+    assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["pathpipe.source_jpeg"]
+    np.testing.assert_array_equal(src["tiles"][:], lz4["tiles"][:])
+    for k in ("l0_xy", "qc/white_fraction", "qc/blur"):
+        np.testing.assert_array_equal(src[k][:], lz4[k][:])
+    with open_slide(path) as s:
+        for i in (0, 27, 63):
+            xy = tuple(int(v) for v in src["l0_xy"][i])
+            np.testing.assert_array_equal(src["tiles"][i], s.read_region(xy, 0, (64, 64)))
+    assert _store_bytes(tmp_path / "s.zarr") < 0.5 * _store_bytes(tmp_path / "l.zarr")
+    code = (
+        "import sys, zarr; g = zarr.open_group(sys.argv[1], mode='r'); "
+        "assert 'pathpipe' not in sys.modules; print(int(g['tiles'][5].sum()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.zarr")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout) == int(lz4["tiles"][5].sum())
+    # re-encoding as JPEG would lose pixels: writes through zarr are refused
+    arr = zarr.open_array(str(tmp_path / "s.zarr" / "tiles"), mode="r+")
+    with pytest.raises(NotImplementedError, match="lose pixels"):
+        arr[0] = 7
+
+
+def test_source_compression_on_an_aperio_rgb_jpeg_slide(tmp_path):
+    """Aperio stores RGB (not YCbCr) JPEG tiles; the codec decodes them as tifffile does."""
+    with open_slide(CMU) as s:
+        w, h = s.info.level_dimensions[0]
+        tw, _ = s.stored_tile_size(0)
+    mask = np.zeros((h // 16, w // 16), np.uint8)
+    mask[h // 64 : h // 32, w // 64 : w // 32] = 255  # an interior patch, away from the edges
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    rec = run_tiling(
+        CMU,
+        mask_path=tmp_path / "m.png",
+        out_path=tmp_path / "c.zarr",
+        params=TilingParams(
+            mpp=0.499, tile_size=tw, min_tissue_fraction=0.01, compression="source"
+        ),
+        slide_mpp=0.499,
+    )
+    assert rec["compression"] == "source" and rec["n_tiles"] > 0
+    g = open_store(tmp_path / "c.zarr")
+    with open_slide(CMU, mpp=0.499) as s:
+        for i in range(rec["n_tiles"]):
+            xy = tuple(int(v) for v in g["l0_xy"][i])
+            np.testing.assert_array_equal(g["tiles"][i], s.read_region(xy, 0, (tw, tw)))
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("overlap", "not the stored tile grid"),
+        ("resized", "are 128x128 px of level 0, whose stored tiles are 64x64 px"),
+        ("edge", "cross the slide edge"),
+        ("jpeg2000", "not JPEG decodable in place"),
+    ],
+)
+def test_source_compression_falls_back_to_lz4_with_the_reason(tmp_path, caplog, case, reason):
+    side = 480 if case == "edge" else 512
+    path = write_pyramid(tmp_path / "s.tiff", scene(side, side, seed=7), tile=64)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    kw = {"mpp": 0.25, "tile_size": 64, "min_tissue_fraction": 0, "compression": "source"}
+    mpp = None
+    if case == "overlap":
+        kw["overlap"] = 16
+    elif case == "resized":
+        kw["mpp"] = 0.5
+    elif case == "jpeg2000":
+        path, mpp, kw["mpp"], kw["tile_size"] = TCGA, 0.2527, 0.2527, 256
+    rec = run_tiling(
+        path, mask_path=mask, out_path=tmp_path / "t.zarr", params=TilingParams(**kw), slide_mpp=mpp
+    )
+    assert rec["compression"] == "lz4" and reason in rec["source_fallback"]
+    assert "compression 'source' not possible" in caplog.text and reason in caplog.text
+    g = open_store(tmp_path / "t.zarr")
+    (sharding,) = g["tiles"].metadata.to_dict()["codecs"]
+    assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["bytes", "blosc"]
+    assert g["tiles"].shape[0] == rec["n_tiles"] > 0

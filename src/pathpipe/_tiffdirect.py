@@ -82,11 +82,12 @@ class TiffDirect:
         page = self.pages[level]
         return int(page.tilewidth), int(page.tilelength)
 
-    def read_tile(self, level: int, tile_xy: tuple[int, int], out: np.ndarray) -> None:
+    def read_tile(self, level: int, tile_xy: tuple[int, int], out: np.ndarray) -> bytes | None:
         """Decode stored tile ``(tx, ty)`` of ``level`` into ``out``.
 
         ``out`` is a C-contiguous (tile height, tile width, 3) uint8 array; the
-        tile must lie fully inside the level. A missing tile is white.
+        tile must lie fully inside the level. Returns the tile's stored
+        (compressed) bytes, or None for a missing tile, which is white.
         """
         page = self.pages[level]
         tx, ty = tile_xy
@@ -95,16 +96,36 @@ class TiffDirect:
         count = page.databytecounts[index]
         if count == 0:
             out[...] = 255
-            return
+            return None
         data = os.pread(self._fd, count, page.dataoffsets[index])
         kwargs = self._jpeg.get(level)
         if kwargs is not None:
             import imagecodecs
 
             imagecodecs.jpeg_decode(data, shape=(th, tw), out=out, **kwargs)
-            return
+            return data
         tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
         out[...] = tile.reshape(tile.shape[-3:])[:, :, :3]
+        return data
+
+    def source_jpeg(self, level: int) -> dict[str, Any] | None:
+        """JPEG tables and colour spaces of ``level`` when its tiles decode in place,
+        else None."""
+        kwargs = self._jpeg.get(level)
+        if kwargs is None:
+            return None
+        return {
+            "tables": kwargs["tables"],
+            "colorspace": kwargs["colorspace"],
+            "outcolorspace": kwargs["outcolorspace"],
+        }
+
+    def tiles_missing(self, level: int, tiles_xy: np.ndarray) -> bool:
+        """Whether any of the stored tiles ``tiles_xy`` (K, 2) of ``level`` is missing."""
+        page = self.pages[level]
+        n_across = math.ceil(page.imagewidth / page.tilewidth)
+        counts = np.asarray(page.databytecounts)
+        return bool((counts[tiles_xy[:, 1] * n_across + tiles_xy[:, 0]] == 0).any())
 
     def _jpeg_setup(self, level: int, page: Any) -> None:
         """Enable in-place JPEG decoding of ``level`` if it matches tifffile's decoder."""

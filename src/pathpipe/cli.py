@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compression",
         default="lz4",
-        choices=["lz4", "zstd", "none"],
-        help="lossless codec of the tile chunks (default: %(default)s)",
+        choices=["lz4", "zstd", "none", "source"],
+        help="codec of the tile chunks; source keeps the slide's JPEG tiles where possible (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="reader threads (default: CPU count)")

@@ -255,14 +255,17 @@ class Slide:
             return self._direct.tile_size(level)
         return None
 
-    def read_stored_tile(self, level: int, tile_xy: tuple[int, int], out: np.ndarray) -> None:
+    def read_stored_tile(
+        self, level: int, tile_xy: tuple[int, int], out: np.ndarray
+    ) -> bytes | None:
         """Decode the stored tile ``(tx, ty)`` of ``level`` straight into ``out``.
 
         The fast path of tiling at a level's own tile grid: one decode, no
         copies. Only for levels where :meth:`stored_tile_size` is not None and
         tiles fully inside the level; ``out`` is a C-contiguous
         ``(tile height, tile width, 3)`` uint8 array. The pixels are those
-        :meth:`read_region` returns for the same area.
+        :meth:`read_region` returns for the same area. Returns the tile's stored
+        bytes (None for a tile missing from the file, which is white).
         """
         tw, th = self.stored_tile_size(level) or (0, 0)
         full_w, full_h = self.info.level_dimensions[level]
@@ -280,13 +283,29 @@ class Slide:
                 f"received {out.shape} {out.dtype}",
             )
         try:
-            self._direct.read_tile(level, (tx, ty), out)
+            return self._direct.read_tile(level, (tx, ty), out)
         except Exception as exc:  # any decoder failure is a read error
             raise SlideReadError(
                 self.info.path,
                 f"cannot decode stored tile {tuple(tile_xy)} of level {level}: "
                 f"{type(exc).__name__}: {exc}",
             ) from exc
+
+    def stored_jpeg(self, level: int) -> dict[str, Any] | None:
+        """For a level whose stored tiles are JPEG and decode in place: its
+        ``tables`` (bytes or None), ``colorspace`` and ``outcolorspace``
+        (for ``imagecodecs.jpeg_decode``); else None."""
+        if self._direct is not None and self._direct.serves(level):
+            return self._direct.source_jpeg(level)
+        return None
+
+    def stored_tiles_missing(self, level: int, tiles_xy: np.ndarray) -> bool:
+        """Whether any stored tile ``(tx, ty)`` of ``tiles_xy`` is absent from the file."""
+        if self._direct is None or not self._direct.serves(level):
+            return False
+        return self._direct.tiles_missing(
+            level, np.asarray(tiles_xy, dtype=np.int64).reshape(-1, 2)
+        )
 
     def _read_raw(self, l0_xy: tuple[int, int], level: int, size_wh: tuple[int, int]) -> np.ndarray:
         try:

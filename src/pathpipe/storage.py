@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 _CHUNK = 8 * 1024 * 1024
+#: Name of the codec of tiles kept as the slide's JPEG bytes (:mod:`pathpipe._zarr_jpeg`).
+_SOURCE_JPEG = "pathpipe.source_jpeg"
 
 
 def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") -> str:
@@ -170,6 +172,9 @@ def open_store(path: str | os.PathLike[str], *, stage: str | None = None) -> Any
     """
     import zarr
 
+    from pathpipe._zarr_jpeg import register
+
+    register()  # tiles kept as the slide's JPEG bytes
     p = Path(path)
     if not p.exists():
         raise StorageError(f"store {str(p)!r} does not exist")
@@ -322,7 +327,7 @@ class ShardWriter:
         if (
             meta.get("zarr_format") != 3
             or [c["name"] for c in meta["codecs"]] != ["sharding_indexed"]
-            or codecs not in (["bytes", "blosc"], ["bytes"])
+            or codecs not in (["bytes", "blosc"], ["bytes"], [_SOURCE_JPEG])
             or index != ["bytes", "crc32c"]
             or index_endian != "little"
             or conf.get("index_location", "end") != "end"
@@ -333,13 +338,18 @@ class ShardWriter:
         ):
             raise StorageError(
                 "ShardWriter needs a sharded Zarr v3 array with shards spanning all but the first "
-                "axis, inner chunks of one item, inner codecs [bytes, blosc] or [bytes], index "
+                "axis, inner chunks of one item, inner codecs [bytes, blosc], [bytes] or "
+                f"[{_SOURCE_JPEG}], index "
                 "codecs [bytes (little-endian), crc32c] at the end and the '.' key separator; "
                 f"received shape {shape}, shards {shard}, inner chunks {inner}, codecs "
                 f"{[c['name'] for c in meta['codecs']]}/{codecs}, index codecs {index} "
                 f"({index_endian}-endian, {conf.get('index_location')}), key encoding {enc}"
             )
-        self._codec = _chunk_codec(conf["codecs"], array.dtype, "ShardWriter")
+        #: Whether chunks are a slide's own JPEG tiles (written as given, never encoded).
+        self.source_jpeg = codecs == [_SOURCE_JPEG]
+        self._codec = (
+            None if self.source_jpeg else _chunk_codec(conf["codecs"], array.dtype, "ShardWriter")
+        )
         self._chunk_shape = tuple(inner)
         self._dtype = array.dtype
         self._dir = os.fspath(directory)
@@ -351,6 +361,11 @@ class ShardWriter:
         """Encode one inner chunk (one item); ``block`` must have its shape and dtype."""
         import numpy as np
 
+        if self.source_jpeg:
+            raise StorageError(
+                f"ShardWriter: chunks of a {_SOURCE_JPEG} array are the slide's own JPEG tiles; "
+                "pass their bytes to write() (pixels cannot be re-encoded without loss)"
+            )
         block = np.ascontiguousarray(block)
         if block.shape != self._chunk_shape or block.dtype != self._dtype:
             raise StorageError(

@@ -24,6 +24,7 @@ Tiles are in row-major grid order.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,8 @@ import numpy as np
 from pathpipe._concurrency import ordered_map
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.slide import resize_rgb
+
+log = logging.getLogger("pathpipe")
 
 __all__ = [
     "WHITE_LEVEL",
@@ -54,11 +57,13 @@ __all__ = [
 WHITE_LEVEL = 220
 #: A non-white pixel is "grey" when max - min over its channels is below this.
 GREY_CHROMA = 20
-#: Tile codecs: Blosc (cname, clevel) or None for uncompressed chunks.
+#: Tile codecs: Blosc (cname, clevel) or None for uncompressed chunks; ``source``
+#: keeps the slide's own JPEG tiles where the tiles are exactly those (else lz4).
 COMPRESSORS: dict[str, tuple[str, int] | None] = {
     "lz4": ("lz4", 1),
     "zstd": ("zstd", 1),
     "none": None,
+    "source": ("lz4", 1),
 }
 #: Longest run of horizontally adjacent tiles read with one region request.
 MAX_RUN = 8
@@ -89,9 +94,12 @@ class TilingParams:
         passing the filters (CellFiNet: 30 tiles of 1024 px at 0.25 µm/px).
     seed : int
         Seed of the tile sampling.
-    compression : {"lz4", "zstd", "none"}
-        Lossless codec of the tile chunks (Blosc lz4 at level 1, Blosc zstd at
-        level 1, or none).
+    compression : {"lz4", "zstd", "none", "source"}
+        Codec of the tile chunks: Blosc lz4 at level 1, Blosc zstd at level 1,
+        none, or ``source``: the slide's own JPEG tile bytes, not re-encoded
+        (the same pixels, about ten times smaller than lz4), when every tile
+        is exactly one stored JPEG tile of the level read (tile size and MPP
+        of that level, no overlap); otherwise lz4, with the reason recorded.
     workers : int or None
         Reader threads (default: CPU count).
     """
@@ -363,9 +371,10 @@ class _TileReader:
         y = np.round(grid_rc[:, 0] * self.l0_step_y)
         return np.stack([x, y], axis=1).astype(np.int64)
 
-    def iter_run(self, grid_rc: np.ndarray) -> Iterator[np.ndarray]:
+    def iter_run(self, grid_rc: np.ndarray) -> Iterator[tuple[np.ndarray, bytes | None]]:
         """Tiles of one run (same row, consecutive columns), one (T, T, 3) uint8
-        array at a time; an array may be reused for the next tile.
+        array at a time (an array may be reused for the next tile), each with
+        the stored bytes it was decoded from when it is one stored tile.
 
         The run is read from the slide as one strip of the pyramid level; each
         tile is then cut from the strip at the level pixels
@@ -394,17 +403,51 @@ class _TileReader:
             buf = np.empty((lv_h, lv_w, 3), dtype=np.uint8)
             for i in range(n):
                 if lv_x[i] + lv_w <= full_w and lv_y + lv_h <= full_h:
-                    slide.read_stored_tile(level, (int(lv_x[i]) // lv_w, lv_y // lv_h), buf)
-                    yield buf
+                    tile_xy = (int(lv_x[i]) // lv_w, lv_y // lv_h)
+                    yield buf, slide.read_stored_tile(level, tile_xy, buf)
                 else:
                     xy = (int(l0_xy[i, 0]), int(l0_xy[i, 1]))
-                    yield slide.read_region(xy, level, (lv_w, lv_h))
+                    yield slide.read_region(xy, level, (lv_w, lv_h)), None
             return
         strip_w = int(lv_x[-1] - lv_x[0]) + lv_w
         strip = slide.read_region((int(l0_xy[0, 0]), int(l0_xy[0, 1])), level, (strip_w, lv_h))
         for i in range(n):
             x = int(lv_x[i] - lv_x[0])
-            yield resize_rgb(strip[:, x : x + lv_w], (p.tile_size, p.tile_size))
+            yield resize_rgb(strip[:, x : x + lv_w], (p.tile_size, p.tile_size)), None
+
+    def source_jpeg(self, grid_rc: np.ndarray) -> tuple[dict[str, Any] | None, str]:
+        """Whether tiles ``grid_rc`` can be kept as the slide's JPEG bytes.
+
+        Returns the level's JPEG tables and colour spaces (see
+        :meth:`~pathpipe.slide.Slide.stored_jpeg`) and ``""``, or None and the
+        reason they cannot.
+        """
+        p = self.params
+        slide = self.slide
+        level, (lv_w, lv_h) = slide.plan_read((p.tile_size, p.tile_size), p.mpp)
+        stored = slide.stored_tile_size(level)
+        if stored != (lv_w, lv_h) or (lv_w, lv_h) != (p.tile_size, p.tile_size):
+            return None, (
+                f"tiles of {p.tile_size} px at {p.mpp:g} µm/px are {lv_w}x{lv_h} px of level "
+                f"{level}, whose stored tiles are "
+                + (f"{stored[0]}x{stored[1]} px" if stored else "not decoded by pathpipe")
+            )
+        jpeg = slide.stored_jpeg(level)
+        if jpeg is None:
+            return None, f"the stored tiles of level {level} are not JPEG decodable in place"
+        sx, sy = slide.info.level_scale(level)
+        l0_xy = self.l0_origin(grid_rc)
+        lv_x = np.floor(l0_xy[:, 0] / sx).astype(np.int64)
+        lv_y = np.floor(l0_xy[:, 1] / sy).astype(np.int64)
+        if (lv_x % lv_w).any() or (lv_y % lv_h).any():
+            return None, "the tiling grid is not the stored tile grid (overlap or rounding)"
+        full_w, full_h = slide.info.level_dimensions[level]
+        if (lv_x + lv_w > full_w).any() or (lv_y + lv_h > full_h).any():
+            return None, "some tiles cross the slide edge and need white padding"
+        tiles_xy = np.stack([lv_x // lv_w, lv_y // lv_h], axis=1)
+        if slide.stored_tiles_missing(level, tiles_xy):
+            return None, "some stored tiles are missing from the file"
+        return jpeg, ""
 
 
 def run_tiling(
@@ -464,17 +507,18 @@ def run_tiling(
         n_grid, n_candidates = len(grid), len(cand)
 
         def read_and_qc(
-            run: np.ndarray, encode: Callable[[np.ndarray], bytes] | None = None
+            run: np.ndarray, encode: Callable[[np.ndarray, bytes | None], bytes] | None = None
         ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
             """QC rows of a run's tiles, which pass the pixel filters and, with
-            ``encode``, the encoded tiles that pass (each tile is checked and
-            encoded right after it is read, while it is in the CPU cache)."""
+            ``encode(tile, stored_bytes)``, the encoded tiles that pass (each
+            tile is checked and encoded right after it is read, while it is in
+            the CPU cache)."""
             qc = np.empty((len(run), 3), dtype=np.float32)
             chunks = []
-            for i, tile in enumerate(reader.iter_run(grid[run])):
+            for i, (tile, raw) in enumerate(reader.iter_run(grid[run])):
                 qc[i] = pixel_qc(tile)
                 if encode is not None and _passes(qc[i], params):
-                    chunks.append(encode(tile[None]))
+                    chunks.append(encode(tile, raw))
             keep = np.fromiter((_passes(row, params) for row in qc), dtype=bool, count=len(run))
             return chunks, qc, keep
 
@@ -489,6 +533,15 @@ def run_tiling(
             runs = [cand[r] for r in plan_runs(grid[cand])]
 
             level, _ = slide.plan_read((params.tile_size, params.tile_size), params.mpp)
+            jpeg, why_not = None, ""
+            if params.compression == "source":
+                jpeg, why_not = reader.source_jpeg(grid[cand])
+                if jpeg is None:
+                    log.warning(
+                        "tiling %s: compression 'source' not possible (%s); using lz4",
+                        info.path,
+                        why_not,
+                    )
             record = provenance(
                 stage="tiling",
                 params=asdict(params),
@@ -503,6 +556,8 @@ def run_tiling(
                 tissue_mask=str(Path(mask_path).resolve()),
                 n_grid=n_grid,
                 n_candidates=n_candidates,
+                compression="source" if jpeg is not None else _codec_name(params.compression),
+                **({"source_fallback": why_not} if why_not else {}),
             )
 
             # The workers get their own pool inside atomic_dir, so on a failure every
@@ -511,21 +566,39 @@ def run_tiling(
                 root = zarr.open_group(str(tmp), mode="w")
                 T = params.tile_size
                 per_shard = shard_tiles(T)
+                codec: dict[str, Any] = {"compressors": _compressors(params.compression)}
+                if jpeg is not None:
+                    from pathpipe._zarr_jpeg import SourceJpegCodec, jpeg_stream, register
+
+                    register()
+                    codec = {
+                        "serializer": SourceJpegCodec(
+                            colorspace=jpeg["colorspace"], outcolorspace=jpeg["outcolorspace"]
+                        ),
+                        "compressors": None,
+                    }
                 tiles_arr = root.create_array(
                     "tiles",
                     shape=(len(cand), T, T, 3),
                     chunks=(1, T, T, 3),
                     shards=(per_shard, T, T, 3),
                     dtype="uint8",
-                    compressors=_compressors(params.compression),
                     chunk_key_encoding={"name": "default", "separator": "."},
                     dimension_names=("tile", "row", "col", "channel"),
+                    **codec,
                 )
                 writer = ShardWriter(tiles_arr, tmp / "tiles")
 
+                def encode(tile: np.ndarray, raw: bytes | None) -> bytes:
+                    if jpeg is None:
+                        return writer.encode(tile[None])
+                    if raw is None:  # source_jpeg() checked every tile; keep it that way
+                        raise StorageError(f"tiling {info.path}: a tile has no stored JPEG bytes")
+                    return jpeg_stream(jpeg["tables"], raw)
+
                 def work(run: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
                     """Encoded kept tiles of a run, their QC rows and grid indices."""
-                    chunks, qc, keep = read_and_qc(run, writer.encode)
+                    chunks, qc, keep = read_and_qc(run, encode)
                     return chunks, qc[keep], run[keep]
 
                 # Workers read, check and encode; this thread writes the kept tiles
@@ -570,6 +643,11 @@ def _passes(qc_row: np.ndarray, params: TilingParams) -> bool:
     if params.max_white_fraction < 1.0 and qc_row[0] > params.max_white_fraction:
         return False
     return not (params.min_blur > 0.0 and qc_row[2] < params.min_blur)
+
+
+def _codec_name(name: str) -> str:
+    """The codec ``tiling.compression: name`` writes with ("source" falls back to lz4)."""
+    return "lz4" if name == "source" else name
 
 
 def _compressors(name: str) -> Any:
