@@ -502,3 +502,21 @@ def test_source_compression_falls_back_to_lz4_with_the_reason(tmp_path, caplog, 
     (sharding,) = g["tiles"].metadata.to_dict()["codecs"]
     assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["bytes", "blosc"]
     assert g["tiles"].shape[0] == rec["n_tiles"] > 0
+
+
+def test_source_compression_with_pixel_filters_dropping_tiles(tmp_path):
+    img = scene(512, 512, seed=3)
+    img[:, :200] = 255  # blank glass on the left
+    path = write_pyramid(tmp_path / "s.tiff", img, tile=64)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    stores = {}
+    for codec in ("source", "lz4"):
+        params = TilingParams(
+            mpp=0.25, tile_size=64, min_tissue_fraction=0, max_white_fraction=0.5, compression=codec
+        )
+        rec = run_tiling(path, mask_path=mask, out_path=tmp_path / f"{codec}.zarr", params=params)
+        assert rec["compression"] == codec and 0 < rec["n_tiles"] < rec["n_candidates"]
+        stores[codec] = open_store(tmp_path / f"{codec}.zarr")
+    np.testing.assert_array_equal(stores["source"]["tiles"][:], stores["lz4"]["tiles"][:])
+    assert (stores["source"]["qc/white_fraction"][:] <= 0.5).all()

@@ -240,17 +240,7 @@ class ChunkWriter:
 
     def encode(self, block: Any) -> bytes:
         """Encode one chunk; ``block`` must have the chunk's shape and dtype."""
-        import numpy as np
-
-        block = np.ascontiguousarray(block)
-        if block.shape != self._chunk_shape or block.dtype != self._dtype:
-            raise StorageError(
-                f"chunk of shape {block.shape} and dtype {block.dtype} received, "
-                f"expected {self._chunk_shape} {self._dtype}"
-            )
-        if self._codec is None:
-            return block.tobytes()
-        return self._codec.encode(block)
+        return _encode_chunk(self._codec, block, self._chunk_shape, self._dtype)
 
     def key_path(self, index: int) -> str:
         """File of chunk ``index`` along the first axis."""
@@ -265,6 +255,21 @@ class ChunkWriter:
         """Renumber chunk ``src`` as ``dst`` (used to compact after filtering)."""
         if src != dst:
             os.replace(self.key_path(src), self.key_path(dst))
+
+
+def _encode_chunk(codec: Any, block: Any, chunk_shape: tuple[int, ...], dtype: Any) -> bytes:
+    """``block`` (the chunk's shape and dtype) encoded with a numcodecs codec or as raw bytes."""
+    import numpy as np
+
+    block = np.ascontiguousarray(block)
+    if block.shape != chunk_shape or block.dtype != dtype:
+        raise StorageError(
+            f"chunk of shape {block.shape} and dtype {block.dtype} received, "
+            f"expected {chunk_shape} {dtype}"
+        )
+    if codec is None:
+        return bytes(block.tobytes())
+    return bytes(codec.encode(block))
 
 
 def _chunk_codec(codecs: list[dict[str, Any]], dtype: Any, who: str) -> Any:
@@ -359,22 +364,12 @@ class ShardWriter:
 
     def encode(self, block: Any) -> bytes:
         """Encode one inner chunk (one item); ``block`` must have its shape and dtype."""
-        import numpy as np
-
         if self.source_jpeg:
             raise StorageError(
                 f"ShardWriter: chunks of a {_SOURCE_JPEG} array are the slide's own JPEG tiles; "
                 "pass their bytes to write() (pixels cannot be re-encoded without loss)"
             )
-        block = np.ascontiguousarray(block)
-        if block.shape != self._chunk_shape or block.dtype != self._dtype:
-            raise StorageError(
-                f"chunk of shape {block.shape} and dtype {block.dtype} received, "
-                f"expected {self._chunk_shape} {self._dtype}"
-            )
-        if self._codec is None:
-            return block.tobytes()
-        return self._codec.encode(block)
+        return _encode_chunk(self._codec, block, self._chunk_shape, self._dtype)
 
     def key_path(self, index: int) -> str:
         """File of shard ``index`` along the first axis."""
