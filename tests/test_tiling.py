@@ -319,6 +319,7 @@ def test_real_slides_and_mpp_override(tmp_path):
     assert rec["mpp"]["source"] == "metadata" and rec["n_tiles"] == rec["n_grid"]
     df = tiling_summary([tmp_path / "t.zarr", tmp_path / "c.zarr"])
     assert df["mpp_source"].tolist() == ["sheet", "metadata"]
+    assert df["compression"].tolist() == ["lz4", "lz4"]
     with pytest.raises(StorageError):
         tiling_summary([])
 

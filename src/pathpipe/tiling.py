@@ -698,7 +698,7 @@ def _sample_candidates(
 
 
 def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
-    """One row per ``tiles.zarr``: counts, MPP and its source, QC means.
+    """One row per ``tiles.zarr``: counts, MPP and its source, tile codec, QC means.
 
     Returns
     -------
@@ -724,6 +724,7 @@ def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
                 "mpp_source": meta["mpp"]["source"],
                 "tile_mpp": p["mpp"],
                 "tile_size": p["tile_size"],
+                "compression": meta.get("compression", p["compression"]),
                 "level_read": meta["level_read"],
                 "grid_tiles": meta["n_grid"],
                 "tissue_tiles": meta["n_candidates"],
