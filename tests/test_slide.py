@@ -213,6 +213,8 @@ def test_corrupt_tile_data_found_later_raises_slide_read_error(tmp_path):
             fh.write(b"\xff\xda\xff\xff" * (count // 8))
         with pytest.raises(SlideReadError, match=r"late\.tiff.*cannot decode region"):
             s.read_region((0, 0), 0, (256, 256))
+        with pytest.raises(SlideReadError, match=r"late\.tiff.*cannot decode stored tile \(0, 0\)"):
+            s.read_stored_tile(0, (0, 0), np.empty((256, 256, 3), np.uint8))
 
 
 def test_truncated_real_slide_fails_cleanly(tmp_path):
