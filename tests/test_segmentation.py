@@ -198,6 +198,9 @@ def test_classical_finds_the_generated_nuclei_in_level0_coordinates(synthetic_sl
 
     labels = zarr.open_group(str(tmp_path / "nuclei.zarr"), mode="r")["labels"]
     assert labels.dtype == np.int32 and labels.chunks[0] == 1
+    # one chunk per tile, grouped in shard files: fewer files than tiles
+    n_files = len(list((tmp_path / "nuclei.zarr" / "labels").glob("c.*")))
+    assert labels.shards[0] > 1 and n_files == -(-labels.shape[0] // labels.shards[0])
     assert nuclei["nucleus_id"].is_unique
     for tile, group in nuclei.groupby("tile"):
         present = set(np.unique(labels[int(tile)]))

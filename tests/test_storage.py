@@ -1,4 +1,4 @@
-"""Atomic writes, provenance, store validation and the direct chunk writer."""
+"""Atomic writes, provenance, store validation and the shard writer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from zarr.codecs import BloscCodec
 
 from pathpipe.errors import StorageError
 from pathpipe.storage import (
-    ChunkWriter,
     ShardWriter,
     atomic_dir,
     atomic_file,
@@ -68,36 +67,6 @@ def test_open_store_refuses_incomplete(tmp_path):
     (tmp_path / "junk.zarr").write_text("not a store")
     with pytest.raises(StorageError):
         open_store(tmp_path / "junk.zarr")
-
-
-def test_chunk_writer_writes_an_ordinary_zarr_array(tmp_path):
-    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
-    arr = root.create_array(
-        "t",
-        shape=(3, 4, 5, 3),
-        chunks=(1, 4, 5, 3),
-        dtype="uint8",
-        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
-        chunk_key_encoding={"name": "default", "separator": "."},
-    )
-    w = ChunkWriter(arr, tmp_path / "s.zarr" / "t")
-    data = np.arange(3 * 60, dtype=np.uint8).reshape(3, 4, 5, 3)
-    w.write(2, w.encode(data[0:1]))
-    w.write(0, w.encode(data[2:3]))
-    w.move(2, 1)
-    back = zarr.open_array(str(tmp_path / "s.zarr" / "t"), mode="r")[:]
-    np.testing.assert_array_equal(back[0], data[2])
-    np.testing.assert_array_equal(back[1], data[0])
-    assert (back[2] == 0).all()  # never written: fill value
-    with pytest.raises(StorageError, match="expected"):
-        w.encode(data[:2])
-
-
-def test_chunk_writer_rejects_other_layouts(tmp_path):
-    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
-    arr = root.create_array("t", shape=(3, 4), chunks=(1, 4), dtype="uint8")
-    with pytest.raises(StorageError, match="ChunkWriter needs"):
-        ChunkWriter(arr, tmp_path / "s.zarr" / "t")
 
 
 def _sharded(tmp_path, compressors, shape=(10, 4, 5, 3), per_shard=4):

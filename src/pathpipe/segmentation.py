@@ -3,7 +3,8 @@
 Reads ``tiles.zarr`` (stage ``tiling``) and writes, per slide:
 
 * ``nuclei.zarr`` — ``labels`` (N, T, T) int32 instance labels, one chunk per
-  tile and in the same order as the tiles, 0 background, ids 1..n per tile;
+  tile (chunks grouped in shard files) and in the same order as the tiles,
+  0 background, ids 1..n per tile;
   provenance in ``attrs["pathpipe"]``.
 * ``nuclei.parquet`` — one row per nucleus (:data:`NUCLEI_COLUMNS`).
 * ``nuclei.geojson`` — polygons in level-0 pixels, QuPath detections.
@@ -480,10 +481,11 @@ def run_segmentation(
 
     from pathpipe import _segmentation_export as export
     from pathpipe.storage import (
-        ChunkWriter,
+        ShardWriter,
         atomic_dir,
         open_store,
         provenance,
+        shard_items,
         write_json,
         write_parquet,
     )
@@ -533,16 +535,19 @@ def run_segmentation(
             export.GeoJSONWriter(geojson_path) as geo,
         ):
             root = zarr.open_group(str(tmp), mode="w")
+            per_shard = shard_items(tile_size * tile_size * 4)
             labels_arr = root.create_array(
                 "labels",
                 shape=(n_tiles, tile_size, tile_size),
                 chunks=(1, tile_size, tile_size),
+                shards=(per_shard, tile_size, tile_size),
                 dtype="int32",
                 compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
                 chunk_key_encoding={"name": "default", "separator": "."},
                 dimension_names=("tile", "row", "col"),
             )
-            writer = ChunkWriter(labels_arr, tmp / "labels")
+            writer = ShardWriter(labels_arr, tmp / "labels")
+            pending: list[bytes] = []  # encoded labels of the shard being filled
 
             def read(batch: tuple[int, int]) -> np.ndarray:
                 return np.asarray(tiles_arr[batch[0] : batch[1]])
@@ -554,7 +559,10 @@ def run_segmentation(
             ):
                 for k, res in enumerate(results):
                     i = start + k
-                    writer.write(i, writer.encode(res.labels[None]))
+                    pending.append(writer.encode(res.labels[None]))
+                    if len(pending) == per_shard:
+                        writer.write(i // per_shard, pending)
+                        pending = []
                     table = res.table
                     if len(table) == 0:
                         continue
@@ -585,6 +593,8 @@ def run_segmentation(
                     )
                     tables.append(table)
 
+            if pending:
+                writer.write(n_tiles // per_shard, pending)
             nuclei = _finish_table(tables, classes)
             counts = {c: int((nuclei["phenotype"] == c).sum()) for c in classes}
             elapsed = time.perf_counter() - t0

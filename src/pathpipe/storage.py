@@ -25,7 +25,7 @@ from typing import Any
 from pathpipe.errors import StorageError
 
 __all__ = [
-    "ChunkWriter",
+    "SHARD_BYTES",
     "ShardWriter",
     "atomic_dir",
     "atomic_file",
@@ -33,12 +33,15 @@ __all__ = [
     "open_store",
     "provenance",
     "provenance_json",
+    "shard_items",
     "source_record",
     "write_json",
     "write_parquet",
 ]
 
 _CHUNK = 8 * 1024 * 1024
+#: Uncompressed bytes of the items (tiles) of one shard file (at most; see :func:`shard_items`).
+SHARD_BYTES = 16 * 2**20
 #: Name of the codec of tiles kept as the slide's JPEG bytes (:mod:`pathpipe._zarr_jpeg`).
 _SOURCE_JPEG = "pathpipe.source_jpeg"
 
@@ -195,66 +198,11 @@ def open_store(path: str | os.PathLike[str], *, stage: str | None = None) -> Any
     return group
 
 
-class ChunkWriter:
-    """Write whole chunks of a Zarr v3 array as encoded bytes, from any thread.
-
-    zarr-python's ``array[i] = tile`` costs about 2.5 ms of Python overhead per
-    chunk, several times the JPEG decode of the tile. This writer encodes a chunk
-    with the array's own Blosc codec (numcodecs, GIL released) and writes the
-    file at the key the Zarr v3 spec assigns (default chunk-key encoding with
-    the ``.`` separator: ``c.<i>.0.0.0``, flat files, no directory per chunk),
-    so the result is an ordinary Zarr array.
-
-    Parameters
-    ----------
-    array : zarr.Array
-        Created by zarr in a local directory store with codecs ``bytes`` then
-        ``blosc``, ``chunk_key_encoding={"name": "default", "separator": "."}``
-        and chunks spanning every axis but the first.
-    directory : path-like
-        Directory of that array (``<store>/<name>``).
-    """
-
-    def __init__(self, array: Any, directory: str | os.PathLike[str]) -> None:
-        meta = array.metadata.to_dict()
-        codecs = [c["name"] for c in meta["codecs"]]
-        shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
-        enc = meta["chunk_key_encoding"]
-        if (
-            meta.get("zarr_format") != 3
-            or codecs not in (["bytes", "blosc"], ["bytes"])
-            or list(chunks[1:]) != list(shape[1:])
-            or enc["name"] != "default"
-            or enc.get("configuration", {}).get("separator", "/") != "."
-        ):
-            raise StorageError(
-                f"ChunkWriter needs a Zarr v3 array with codecs [bytes, blosc] or [bytes], '.' key separator and "
-                f"chunks spanning all but the first axis; received codecs {codecs}, "
-                f"shape {shape}, chunks {chunks}, key encoding {enc}"
-            )
-        self._codec = _chunk_codec(meta["codecs"], array.dtype, "ChunkWriter")
-        self._chunk_shape = tuple(chunks)
-        self._dtype = array.dtype
-        self._dir = os.fspath(directory)
-        self._tail = "".join(".0" for _ in chunks[1:])
-
-    def encode(self, block: Any) -> bytes:
-        """Encode one chunk; ``block`` must have the chunk's shape and dtype."""
-        return _encode_chunk(self._codec, block, self._chunk_shape, self._dtype)
-
-    def key_path(self, index: int) -> str:
-        """File of chunk ``index`` along the first axis."""
-        return os.path.join(self._dir, f"c.{index}{self._tail}")
-
-    def write(self, index: int, data: bytes) -> None:
-        """Write encoded chunk ``index`` along the first axis."""
-        with open(self.key_path(index), "wb") as fh:
-            fh.write(data)
-
-    def move(self, src: int, dst: int) -> None:
-        """Renumber chunk ``src`` as ``dst`` (used to compact after filtering)."""
-        if src != dst:
-            os.replace(self.key_path(src), self.key_path(dst))
+def shard_items(item_nbytes: int, *, target: int | None = None) -> int:
+    """Items per shard file: the largest power of two, 1 to 256, whose items hold at
+    most ``target`` (default :data:`SHARD_BYTES`) bytes uncompressed."""
+    fit = (SHARD_BYTES if target is None else target) // max(1, int(item_nbytes))
+    return int(min(256, 2 ** max(0, int(fit).bit_length() - 1)))
 
 
 def _encode_chunk(codec: Any, block: Any, chunk_shape: tuple[int, ...], dtype: Any) -> bytes:

@@ -38,6 +38,8 @@ import numpy as np
 from pathpipe._concurrency import ordered_map
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.slide import resize_rgb
+from pathpipe.storage import SHARD_BYTES as _STORAGE_SHARD_BYTES
+from pathpipe.storage import shard_items
 
 log = logging.getLogger("pathpipe")
 
@@ -68,7 +70,7 @@ COMPRESSORS: dict[str, tuple[str, int] | None] = {
 #: Longest run of horizontally adjacent tiles read with one region request.
 MAX_RUN = 8
 #: Uncompressed bytes of tiles per shard file of ``tiles`` (at most).
-SHARD_BYTES = 16 * 2**20
+SHARD_BYTES = _STORAGE_SHARD_BYTES
 
 
 @dataclass(frozen=True)
@@ -322,8 +324,7 @@ def _pixel_qc_numpy(tile: np.ndarray) -> tuple[float, float, float]:
 def shard_tiles(tile_size: int) -> int:
     """Tiles per shard file: the largest power of two, 1 to 256, whose tiles
     hold at most :data:`SHARD_BYTES` uncompressed (64 tiles of 256 px)."""
-    fit = SHARD_BYTES // (tile_size * tile_size * 3)
-    return int(min(256, 2 ** max(0, int(fit).bit_length() - 1)))
+    return shard_items(tile_size * tile_size * 3, target=SHARD_BYTES)
 
 
 def plan_runs(grid_rc: np.ndarray, *, max_run: int = MAX_RUN) -> list[np.ndarray]:
