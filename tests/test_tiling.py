@@ -478,10 +478,13 @@ def test_source_compression_on_an_aperio_rgb_jpeg_slide(tmp_path):
         ("overlap", "not the stored tile grid"),
         ("resized", "are 128x128 px of level 0, whose stored tiles are 64x64 px"),
         ("edge", "cross the slide edge"),
-        ("jpeg2000", "not JPEG decodable in place"),
+        ("jpeg2000", "not decodable as standalone JPEG"),
+        ("stream", "not decodable as standalone JPEG"),
     ],
 )
-def test_source_compression_falls_back_to_lz4_with_the_reason(tmp_path, caplog, case, reason):
+def test_source_compression_falls_back_to_lz4_with_the_reason(
+    tmp_path, caplog, monkeypatch, case, reason
+):
     side = 480 if case == "edge" else 512
     path = write_pyramid(tmp_path / "s.tiff", scene(side, side, seed=7), tile=64)
     mask = tmp_path / "m.png"
@@ -494,6 +497,10 @@ def test_source_compression_falls_back_to_lz4_with_the_reason(tmp_path, caplog, 
         kw["mpp"] = 0.5
     elif case == "jpeg2000":
         path, mpp, kw["mpp"], kw["tile_size"] = TCGA, 0.2527, 0.2527, 256
+    elif case == "stream":  # tiles made complete streams would not decode the same
+        import pathpipe._tiffdirect as direct
+
+        monkeypatch.setattr(direct, "jpeg_stream", lambda tables, data: b"\xff\xd8broken")
     rec = run_tiling(
         path, mask_path=mask, out_path=tmp_path / "t.zarr", params=TilingParams(**kw), slide_mpp=mpp
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TiffDirect"]
+__all__ = ["TiffDirect", "jpeg_stream"]
 
 
 class TiffDirect:
@@ -50,6 +50,8 @@ class TiffDirect:
         #: Keyword arguments of ``imagecodecs.jpeg_decode`` per JPEG level whose
         #: tiles can be decoded in place (see :meth:`read_tile`).
         self._jpeg: dict[int, dict[str, Any]] = {}
+        #: JPEG levels whose tiles, made complete streams, decode to the same pixels.
+        self._source_ok: set[int] = set()
         try:
             series = self._tf.series[0]
             levels = series.levels
@@ -112,7 +114,7 @@ class TiffDirect:
         """JPEG tables and colour spaces of ``level`` when its tiles decode in place,
         else None."""
         kwargs = self._jpeg.get(level)
-        if kwargs is None:
+        if kwargs is None or level not in self._source_ok:
             return None
         return {
             "tables": kwargs["tables"],
@@ -150,8 +152,20 @@ class TiffDirect:
             mine = np.empty((th, tw, 3), dtype=np.uint8)
             imagecodecs.jpeg_decode(data, shape=(th, tw), out=mine, **kwargs)
             ref, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-            if np.array_equal(mine, ref.reshape(ref.shape[-3:])[:, :, :3]):
-                self._jpeg[level] = kwargs
+            ref = ref.reshape(ref.shape[-3:])[:, :, :3]
+            if not np.array_equal(mine, ref):
+                return
+            self._jpeg[level] = kwargs
+            # The tile as a complete stream, as tiling.compression 'source' stores it
+            # and pathpipe.source_jpeg decodes it, must give the same pixels too.
+            whole = imagecodecs.jpeg_decode(
+                jpeg_stream(page.jpegtables, data),
+                colorspace=colorspace,
+                outcolorspace=outcolorspace,
+                shape=(th, tw),
+            )
+            if np.array_equal(whole, ref):
+                self._source_ok.add(level)
         except Exception:  # any mismatch or decoder quirk: keep tifffile's path
             return
 
@@ -203,3 +217,16 @@ def _servable(page: Any) -> bool:
         )
     except AttributeError:
         return False
+
+
+def jpeg_stream(tables: bytes | None, data: bytes) -> bytes:
+    """A complete JPEG stream from a TIFF tile and the page's JPEGTables.
+
+    The tables (an abbreviated stream: SOI, DQT/DHT segments, EOI) go after the
+    tile's SOI marker, which is what a decoder given both would read.
+    """
+    if not tables:
+        return data
+    if tables[:2] != b"\xff\xd8" or tables[-2:] != b"\xff\xd9" or data[:2] != b"\xff\xd8":
+        raise ValueError("JPEG tables or tile data do not start with SOI (and tables end with EOI)")
+    return b"\xff\xd8" + tables[2:-2] + data[2:]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from zarr.core.array_spec import ArraySpec
 
-__all__ = ["CODEC_NAME", "SourceJpegCodec", "jpeg_stream", "register"]
+__all__ = ["CODEC_NAME", "SourceJpegCodec", "register"]
 
 CODEC_NAME = "pathpipe.source_jpeg"
 
@@ -88,19 +88,6 @@ class SourceJpegCodec(ArrayBytesCodec):
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         raise NotImplementedError(f"{CODEC_NAME} chunks have no fixed size")
-
-
-def jpeg_stream(tables: bytes | None, data: bytes) -> bytes:
-    """A complete JPEG stream from a TIFF tile and the page's JPEGTables.
-
-    The tables (an abbreviated stream: SOI, DQT/DHT segments, EOI) go after the
-    tile's SOI marker, which is what a decoder given both would read.
-    """
-    if not tables:
-        return data
-    if tables[:2] != b"\xff\xd8" or tables[-2:] != b"\xff\xd9" or data[:2] != b"\xff\xd8":
-        raise ValueError("JPEG tables or tile data do not start with SOI (and tables end with EOI)")
-    return b"\xff\xd8" + tables[2:-2] + data[2:]
 
 
 def register() -> None:

@@ -292,7 +292,8 @@ class Slide:
             ) from exc
 
     def stored_jpeg(self, level: int) -> dict[str, Any] | None:
-        """For a level whose stored tiles are JPEG and decode in place: its
+        """For a level whose stored tiles are JPEG that decode in place and as
+        complete streams (tables spliced in) to the same pixels: its
         ``tables`` (bytes or None), ``colorspace`` and ``outcolorspace``
         (for ``imagecodecs.jpeg_decode``); else None."""
         if self._direct is not None and self._direct.serves(level):

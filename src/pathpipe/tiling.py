@@ -435,7 +435,7 @@ class _TileReader:
             )
         jpeg = slide.stored_jpeg(level)
         if jpeg is None:
-            return None, f"the stored tiles of level {level} are not JPEG decodable in place"
+            return None, f"the stored tiles of level {level} are not decodable as standalone JPEG"
         sx, sy = slide.info.level_scale(level)
         l0_xy = self.l0_origin(grid_rc)
         lv_x = np.floor(l0_xy[:, 0] / sx).astype(np.int64)
@@ -569,7 +569,8 @@ def run_tiling(
                 per_shard = shard_tiles(T)
                 codec: dict[str, Any] = {"compressors": _compressors(params.compression)}
                 if jpeg is not None:
-                    from pathpipe._zarr_jpeg import SourceJpegCodec, jpeg_stream, register
+                    from pathpipe._tiffdirect import jpeg_stream
+                    from pathpipe._zarr_jpeg import SourceJpegCodec, register
 
                     register()
                     codec = {
