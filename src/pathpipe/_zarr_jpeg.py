@@ -21,6 +21,8 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from pathpipe.errors import StorageError
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -77,7 +79,7 @@ class SourceJpegCodec(ArrayBytesCodec):
         return self._decode_sync(chunk_bytes, chunk_spec)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        raise NotImplementedError(
+        raise StorageError(
             f"{CODEC_NAME}: these chunks hold a slide's own JPEG tiles and are written only by "
             "pathpipe tiling; re-encoding as JPEG would lose pixels. Write a copy of the array "
             "with a lossless codec (e.g. zarr.codecs.BloscCodec) instead."
@@ -87,6 +89,8 @@ class SourceJpegCodec(ArrayBytesCodec):
         return self._encode_sync(chunk_array, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        # zarr's codec protocol: variable-size codecs (compressors) answer with
+        # NotImplementedError, as zarr's own Blosc codec does.
         raise NotImplementedError(f"{CODEC_NAME} chunks have no fixed size")
 
 

@@ -515,12 +515,13 @@ def run_tiling(
             tile is checked and encoded right after it is read, while it is in
             the CPU cache)."""
             qc = np.empty((len(run), 3), dtype=np.float32)
+            keep = np.empty(len(run), dtype=bool)
             chunks = []
             for i, (tile, raw) in enumerate(reader.iter_run(grid[run])):
                 qc[i] = pixel_qc(tile)
-                if encode is not None and _passes(qc[i], params):
+                keep[i] = _passes(qc[i], params)
+                if encode is not None and keep[i]:
                     chunks.append(encode(tile, raw))
-            keep = np.fromiter((_passes(row, params) for row in qc), dtype=bool, count=len(run))
             return chunks, qc, keep
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
