@@ -61,7 +61,7 @@ def machine() -> str:
 
 def load_tiles(n_synthetic: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """``(name, grey, labels, mpp)`` of the NuCLS tiles and ``n_synthetic`` generated ones."""
-    from pathpipe.annotations import read_annotated_dir, synthetic_annotated_tiles
+    from pathpipe.segmentation.annotations import read_annotated_dir, synthetic_annotated_tiles
 
     def grey(rgb: np.ndarray) -> np.ndarray:
         return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
@@ -107,8 +107,9 @@ def run_pyradiomics(tiles, *, shape: bool) -> tuple[float, float, int, dict]:
 
 def run_pathpipe(tiles, repeats: int) -> tuple[float, float, int, dict]:
     """Best-of-``repeats`` CPU and wall seconds, nuclei and ``{(tile, label): features}``."""
-    from pathpipe import _features_intensity, _features_texture
-    from pathpipe._features_base import NucleusBatch
+    from pathpipe.features import intensity as _features_intensity
+    from pathpipe.features import texture as _features_texture
+    from pathpipe.features.registry import NucleusBatch
 
     batches = [
         (
@@ -144,7 +145,8 @@ def run_pathpipe(tiles, repeats: int) -> tuple[float, float, int, dict]:
 
 def max_rel_error(ours: dict, ref: dict) -> tuple[float, int]:
     """Largest relative difference (floor 1e-9) over the shared features and nuclei compared."""
-    from pathpipe import _features_intensity, _features_texture
+    from pathpipe.features import intensity as _features_intensity
+    from pathpipe.features import texture as _features_texture
 
     specs = _features_intensity.feature_specs(["grey"]) + _features_texture.feature_specs(["grey"])
     worst = 0.0

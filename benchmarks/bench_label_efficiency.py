@@ -50,9 +50,9 @@ def main() -> None:
 
     import torch
 
-    from pathpipe.annotations import SYNTHETIC_CLASSES, synthetic_annotated_tiles
-    from pathpipe.metrics import evaluate_tile, summarise
-    from pathpipe.nn import (
+    from pathpipe.segmentation.annotations import SYNTHETIC_CLASSES, synthetic_annotated_tiles
+    from pathpipe.segmentation.metrics import evaluate_tile, summarise
+    from pathpipe.segmentation.unet import (
         ModelConfig,
         load_model,
         predict_tiles,

@@ -63,14 +63,14 @@ def main() -> None:
     ap.add_argument("--unet", action="store_true", help="also time the unet model")
     args = ap.parse_args()
 
-    from pathpipe.annotations import (
+    from pathpipe.io.storage import open_store
+    from pathpipe.segmentation.annotations import (
         SYNTHETIC_CLASSES,
         synthetic_annotated_tiles,
         write_annotated_dir,
     )
-    from pathpipe.segmentation import SegmentationParams, evaluate_segmentation
-    from pathpipe.storage import open_store
-    from pathpipe.synthetic import SyntheticSlideSpec, write_slide
+    from pathpipe.segmentation.run import SegmentationParams, evaluate_segmentation
+    from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
     from pathpipe.tiling import TilingParams, run_tiling
     from pathpipe.tissue import run_tissue
 
@@ -118,7 +118,7 @@ def main() -> None:
     if args.unet:
         import torch
 
-        from pathpipe.nn import ModelConfig, build_model, predict_tiles
+        from pathpipe.segmentation.unet import ModelConfig, build_model, predict_tiles
 
         model = build_model(ModelConfig(classes=("tumour", "lymphocyte", "other"))).eval()
         batch = sample[:16]

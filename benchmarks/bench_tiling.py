@@ -55,7 +55,7 @@ def machine() -> str:
 
 
 def make_slide(size: int, seed: int) -> Path:
-    from pathpipe.synthetic import SyntheticSlideSpec, write_slide
+    from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
 
     path = OUT / f"bench_{size}.tiff"
     if path.exists():

@@ -243,7 +243,7 @@ def input_checksums(stores: Iterable[str | os.PathLike[str]]) -> Any:
     """
     import pandas as pd
 
-    from pathpipe.storage import open_store
+    from pathpipe.io.storage import open_store
 
     rows = []
     seen: dict[str, Path] = {}
@@ -307,7 +307,7 @@ def file_checksums(paths: Mapping[str, str | os.PathLike[str]]) -> Any:
     """
     import pandas as pd
 
-    from pathpipe.storage import source_record
+    from pathpipe.io.storage import source_record
 
     rows = []
     for kind, path in paths.items():
@@ -344,7 +344,7 @@ def file_checksums(paths: Mapping[str, str | os.PathLike[str]]) -> Any:
 
 
 def _sha256_hex(checksum: Any, *, where: str) -> str | None:
-    """``"sha256:<hex>"`` (as :func:`pathpipe.storage.file_checksum` writes) -> ``<hex>``."""
+    """``"sha256:<hex>"`` (as :func:`pathpipe.io.storage.file_checksum` writes) -> ``<hex>``."""
     if checksum is None:
         return None
     algorithm, sep, digest = str(checksum).partition(":")
@@ -620,7 +620,7 @@ def write_provenance(
     """
     import pandas as pd
 
-    from pathpipe.storage import atomic_file
+    from pathpipe.io.storage import atomic_file
 
     out = Path(out_dir)
     text = config_yaml(config)

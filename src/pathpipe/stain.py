@@ -39,10 +39,12 @@ __all__ = [
     "RUIFROK_HE",
     "StainEstimate",
     "StainEstimationError",
+    "check_stain_matrix",
     "deconvolve",
     "estimate_stain_matrix",
     "hematoxylin_channel",
     "macenko_stain_matrix",
+    "od_lookup",
     "optical_density",
 ]
 
@@ -130,7 +132,8 @@ def _check_background(background: float) -> float:
     return bg
 
 
-def _od_lut(background: float) -> np.ndarray:
+def od_lookup(background: float) -> np.ndarray:
+    """Optical density of each uint8 level 0..255, ``(256,)`` float32 (clipped at 0)."""
     lut = -np.log((np.arange(256, dtype=np.float64) + 1.0) / (background + 1.0))
     return np.maximum(lut, 0.0).astype(np.float32)
 
@@ -158,12 +161,13 @@ def optical_density(rgb: np.ndarray, *, background: float = 255.0) -> np.ndarray
         raise ConfigError(f"expected an RGB array with last axis 3, received shape {rgb.shape}")
     bg = _check_background(background)
     if rgb.dtype == np.uint8:
-        return _od_lut(bg)[rgb]
+        return od_lookup(bg)[rgb]
     od = -np.log((rgb.astype(np.float64) + 1.0) / (bg + 1.0))
     return np.maximum(od, 0.0).astype(np.float32)
 
 
-def _check_matrix(matrix: np.ndarray) -> np.ndarray:
+def check_stain_matrix(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` as a float64 (3, 3) array; ConfigError unless finite and invertible."""
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (3, 3) or not np.isfinite(m).all():
         raise ConfigError(
@@ -200,7 +204,7 @@ def deconvolve(rgb: np.ndarray, matrix: np.ndarray, *, background: float = 255.0
         ``conc`` ``(c_H, c_E, c_R)`` has OD ``c_H M[0] + c_E M[1] + c_R M[2]``.
     """
     rgb = _check_rgb(rgb)
-    inv = np.linalg.inv(_check_matrix(matrix)).astype(np.float32)
+    inv = np.linalg.inv(check_stain_matrix(matrix)).astype(np.float32)
     conc = optical_density(rgb, background=background) @ inv
     np.maximum(conc[..., :2], 0.0, out=conc[..., :2])
     return conc
@@ -219,10 +223,10 @@ def hematoxylin_channel(
     h : (H, W) float32 ndarray, >= 0
     """
     rgb = _check_rgb(rgb)
-    m = RUIFROK_HE if matrix is None else _check_matrix(matrix)
+    m = RUIFROK_HE if matrix is None else check_stain_matrix(matrix)
     col = np.linalg.inv(m)[:, 0]
     if rgb.dtype == np.uint8:
-        lut = _od_lut(_check_background(background)).astype(np.float64)
+        lut = od_lookup(_check_background(background)).astype(np.float64)
         h = (lut * col[0]).astype(np.float32)[rgb[..., 0]]
         h += (lut * col[1]).astype(np.float32)[rgb[..., 1]]
         h += (lut * col[2]).astype(np.float32)[rgb[..., 2]]

@@ -3,7 +3,7 @@
 The ``mil`` stage, after CellFiNet (MICCAI 2023 workshops) on top of
 attention-based deep multiple instance learning (Ilse, Tomczak & Welling
 2018, gated attention): each slide is a bag of its tiles' preprocessed
-cellular features (:class:`pathpipe.preprocessing.FeaturePreprocessor`), the
+cellular features (:class:`pathpipe.mil.preprocessing.FeaturePreprocessor`), the
 model weighs the tiles by attention and classifies the slide; a tile-level
 random forest is the benchmark.
 

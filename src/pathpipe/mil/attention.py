@@ -16,10 +16,10 @@ lies and which tiles carry it:
   ``tile_features.parquet``, ``tiles.zarr`` and slide in; ``attention.parquet``
   and two PNGs out).
 
-Frames (prefixes as in :mod:`pathpipe.slide`): ``l0_`` level-0 pixels
+Frames (prefixes as in :mod:`pathpipe.io.slide`): ``l0_`` level-0 pixels
 ``(x, y)``; ``th_`` pixels of the thumbnail. ``scale_xy`` is thumbnail pixels
 per level-0 pixel: thumbnail pixel ``j`` covers level-0 ``[j / s, (j + 1) / s)``.
-:meth:`pathpipe.slide.Slide.thumbnail_at_mpp` samples pixel ``j`` at level-0
+:meth:`pathpipe.io.slide.Slide.thumbnail_at_mpp` samples pixel ``j`` at level-0
 ``j · mpp / l0_mpp``, so ``s = l0_mpp / mpp`` exactly (its last row and column
 may reach past the slide edge, as the thumbnail size is rounded up).
 
@@ -626,7 +626,7 @@ def _check_store_matches(
 
 
 def _save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int) -> None:
-    from pathpipe.storage import atomic_file
+    from pathpipe.io.storage import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
@@ -672,7 +672,7 @@ def explain_slide_attention(
     slide_id : str, optional
         Default: the name of the table's folder (``results/<slide>/``).
     backend, slide_mpp, slide_mpp_source :
-        Passed to :func:`pathpipe.slide.open_slide`.
+        Passed to :func:`pathpipe.io.slide.open_slide`.
     thumbnail_mpp : float
         µm per pixel of the thumbnail under the heatmap.
     device : str
@@ -708,10 +708,10 @@ def explain_slide_attention(
     summary's ``probability`` and ``predicted_label`` are None, so one such
     slide does not fail a cohort run.
     """
+    from pathpipe.io.slide import open_slide
+    from pathpipe.io.storage import open_store, provenance, source_record, write_parquet
     from pathpipe.mil.cohort import _read_table
     from pathpipe.mil.io import load_amil
-    from pathpipe.slide import open_slide
-    from pathpipe.storage import open_store, provenance, source_record, write_parquet
 
     if not (isinstance(n_gallery, int) and not isinstance(n_gallery, bool) and n_gallery >= 1):
         raise ConfigError(f"n_gallery={n_gallery!r}; expected a positive integer")
@@ -825,8 +825,8 @@ def _no_tiles(
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from pathpipe.slide import open_slide
-    from pathpipe.storage import provenance, write_parquet
+    from pathpipe.io.slide import open_slide
+    from pathpipe.io.storage import provenance, write_parquet
 
     message = "no tiles (all filtered out by tiling QC): not classified"
     log.warning("slide %r: %s", sid, message)

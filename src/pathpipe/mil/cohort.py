@@ -11,7 +11,7 @@ Protocol of :func:`run_cross_validation`:
    whose table has no tiles are excluded with a warning.
 2. :func:`~pathpipe.mil.splits.make_splits` draws the patient-grouped test set
    and validation folds.
-3. For each fold ``k``: a :class:`~pathpipe.preprocessing.FeaturePreprocessor`
+3. For each fold ``k``: a :class:`~pathpipe.mil.preprocessing.FeaturePreprocessor`
    is fitted on the tiles of the fold's *training* slides only and applied to
    every slide; AMIL is trained on the training slides minus a held-out,
    patient-grouped ``inner_fraction`` of them, on which it stops early
@@ -93,7 +93,7 @@ class MILParams:
     max_tiles, epochs, lr, weight_decay, patience, batch_size, dropout, seed, device :
         See :func:`~pathpipe.mil.train.train_amil`.
     max_nan_fraction, min_std, max_mode_fraction, max_correlation :
-        See :class:`~pathpipe.preprocessing.FeaturePreprocessor`.
+        See :class:`~pathpipe.mil.preprocessing.FeaturePreprocessor`.
     rf_n_estimators : int
         Trees of the random forest baseline.
     early_stopping : {"inner", "validation"}
@@ -385,7 +385,7 @@ class _Source:
     def fit_preprocessor(self, params: MILParams, slide_ids: list[str]) -> Any:
         import pandas as pd
 
-        from pathpipe.preprocessing import FeaturePreprocessor
+        from pathpipe.mil.preprocessing import FeaturePreprocessor
 
         if self.name == "features":
             pre = FeaturePreprocessor(
@@ -787,8 +787,8 @@ def write_mil_outputs(result: MILResult, out_dir: str | os.PathLike[str]) -> Non
     out_dir : path-like
         Created if missing.
     """
+    from pathpipe.io.storage import atomic_file, provenance, write_json
     from pathpipe.mil.io import save_amil
-    from pathpipe.storage import atomic_file, provenance, write_json
 
     if not isinstance(result, MILResult):
         raise ConfigError(f"result is a {type(result).__name__}; expected a MILResult")

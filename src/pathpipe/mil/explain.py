@@ -385,7 +385,7 @@ def feature_families(names: Sequence[str]) -> list[str]:
     -------
     list of str
     """
-    from pathpipe.features import FeatureParams, feature_specs
+    from pathpipe.features.run import FeatureParams, feature_specs
 
     nuclear = sorted(
         ((spec.name, spec.family) for spec in feature_specs(FeatureParams())),
@@ -530,7 +530,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    from pathpipe.storage import atomic_file
+    from pathpipe.io.storage import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -729,10 +729,10 @@ def explain_cohort(
     """
     import pandas as pd
 
+    from pathpipe.io.storage import atomic_file, provenance, write_parquet
     from pathpipe.mil.cohort import read_slide_bags
     from pathpipe.mil.io import load_amil
     from pathpipe.mil.train import predict_amil
-    from pathpipe.storage import atomic_file, provenance, write_parquet
 
     t0 = time.perf_counter()
     n_permutations = check_positive_int("n_permutations", n_permutations)

@@ -9,7 +9,7 @@ An AMIL model directory holds::
     preprocessing.json   the FeaturePreprocessor, when one was saved
 
 Weights are read with :func:`safetensors.torch.load_file` only (as in
-:mod:`pathpipe.nn.io`).
+:mod:`pathpipe.segmentation.unet.io`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.mil.model import GatedAttentionMIL
-from pathpipe.nn.device import resolve_device
-from pathpipe.preprocessing import FeaturePreprocessor
+from pathpipe.mil.preprocessing import FeaturePreprocessor
+from pathpipe.segmentation.unet.device import resolve_device
 
 __all__ = ["AMIL_FILES", "PREPROCESSING_FILE", "load_amil", "save_amil"]
 
@@ -63,7 +63,7 @@ def save_amil(
     from safetensors.torch import save_file
 
     from pathpipe import __version__
-    from pathpipe.storage import atomic_file, write_json
+    from pathpipe.io.storage import atomic_file, write_json
 
     if not isinstance(model, GatedAttentionMIL):
         raise ConfigError(f"model is a {type(model).__name__}; expected a GatedAttentionMIL")

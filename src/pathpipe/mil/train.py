@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pathpipe.errors import ConfigError
 from pathpipe.mil._bags import check_bags, check_labels, check_positive_int, check_seed
 from pathpipe.mil.model import GatedAttentionMIL
-from pathpipe.nn.device import resolve_device
+from pathpipe.segmentation.unet.device import resolve_device
 
 __all__ = ["TrainHistory", "class_weights", "predict_amil", "train_amil"]
 

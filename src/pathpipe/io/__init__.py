@@ -1,0 +1,17 @@
+"""Input and output shared by every stage: slides, stores, codecs, workers.
+
+Modules, one concern each:
+
+==================  ==========================================================
+``slide``           :func:`~pathpipe.io.slide.open_slide`: one interface over
+                    openslide and tiffslide, MPP lookup, region reads
+``tiffdirect``      direct decoding of a TIFF level's stored tiles (in place)
+``jpeg_codec``      zarr codec ``pathpipe.source_jpeg`` (tiles kept as the
+                    slide's own JPEG bytes)
+``storage``         atomic writes, Zarr stores and shards with provenance,
+                    Parquet with provenance, JSON
+``workers``         the ordered process/thread pool map the tile stages use
+==================  ==========================================================
+
+Nothing here imports a stage; every stage may import from here.
+"""

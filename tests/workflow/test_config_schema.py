@@ -1,0 +1,300 @@
+"""The workflow's JSON schemas, config/config.yaml and config/slides.tsv.
+
+Fast checks without running Snakemake: the schemas are strict (unknown keys are
+errors at every level, every property is described), the shipped config and sheet
+validate, the schema defaults equal the shipped config and the CLI defaults, and
+every config key carries a comment.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SLIDES_SCHEMA = REPO / "workflow" / "schemas" / "slides.schema.yaml"
+CONFIG = REPO / "config" / "config.yaml"
+SHEET = REPO / "config" / "slides.tsv"
+
+
+def _load(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _validate_config(config: dict) -> dict:
+    """Validate a copy of config as the Snakefile does; return it with defaults filled."""
+    config = copy.deepcopy(config)
+    validate(config, str(CONFIG_SCHEMA))
+    return config
+
+
+def _objects(schema: dict, where: str = "$"):
+    """Yield (location, subschema) for every object-typed subschema."""
+    if schema.get("type") == "object":
+        yield where, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _objects(sub, f"{where}.{name}")
+
+
+def _properties(schema: dict, where: str = "$"):
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{where}.{name}", sub
+        yield from _properties(sub, f"{where}.{name}")
+
+
+@pytest.mark.parametrize("schema_path", [CONFIG_SCHEMA, SLIDES_SCHEMA], ids=lambda p: p.name)
+def test_schema_is_strict_and_described(schema_path: Path) -> None:
+    schema = _load(schema_path)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    for where, sub in _objects(schema):
+        assert sub.get("additionalProperties") is False, (
+            f"{where}: additionalProperties is not false"
+        )
+    for where, sub in _properties(schema):
+        assert sub.get("description"), f"{where} has no description"
+
+
+def test_config_schema_has_a_default_for_every_key() -> None:
+    for where, sub in _properties(_load(CONFIG_SCHEMA)):
+        if where.startswith("$.features.bin_count."):
+            continue  # a bin count set for a channel switches it from bin width: no default
+        assert "default" in sub, f"{where} has no default"
+
+
+def test_shipped_config_validates_and_equals_schema_defaults() -> None:
+    shipped = _load(CONFIG)
+    assert _validate_config(shipped) == shipped
+    assert _validate_config({}) == shipped, "schema defaults differ from config/config.yaml"
+
+
+def test_every_config_key_has_a_comment() -> None:
+    lines = CONFIG.read_text(encoding="utf-8").splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*):", line)
+        if not match:
+            continue
+        previous = next((p.strip() for p in reversed(lines[:i]) if p.strip()), "")
+        if "#" not in line and not previous.startswith("#"):
+            uncommented.append(f"line {i + 1}: {match.group(1)}")
+    assert not uncommented, f"config keys without a comment: {uncommented}"
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"tilling": {}}, "tilling"),
+        ({"tiling": {"tile_sise": 128}}, "tile_sise"),
+        ({"tissue": {"median": 3}}, "median"),
+        ({"slide": {"backend": "auto", "mmp": 0.5}}, "mmp"),
+    ],
+)
+def test_unknown_config_key_is_named(patch: dict, key: str) -> None:
+    with pytest.raises(WorkflowError, match=f"'{key}' was unexpected"):
+        _validate_config(patch)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"slide": {"backend": "bioformats"}},
+        {"slide": {"mpp": 0}},
+        {"tissue": {"threshold": "triangle"}},
+        {"tissue": {"threshold": 1.5}},
+        {"tiling": {"tile_size": 0}},
+        {"tiling": {"min_tissue_fraction": 2}},
+        {"tiling": {"max_tiles": 0}},
+        {"tiling": {"workers": "many"}},
+        {"seed": -1},
+    ],
+)
+def test_bad_config_values_are_rejected(patch: dict) -> None:
+    with pytest.raises(WorkflowError):
+        _validate_config(patch)
+
+
+def test_config_accepts_cellfinet_setting_and_fixed_threshold() -> None:
+    config = _validate_config(
+        {"tiling": {"mpp": 0.25, "tile_size": 1024, "max_tiles": 30}, "tissue": {"threshold": 0.08}}
+    )
+    assert config["tiling"]["max_tiles"] == 30
+    assert config["tiling"]["overlap"] == 0  # default filled in
+    assert config["tissue"]["threshold"] == 0.08
+
+
+def test_schema_defaults_match_cli_defaults() -> None:
+    """config and `pathpipe tissue/tiling` agree on every default (workers aside)."""
+    cli = pytest.importorskip("pathpipe.cli")
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    defaults = _validate_config({})
+    for stage in ("tissue", "tiling"):
+        cli_defaults = vars(subparsers[stage].parse_args(["--slide", "x", *_required(stage)]))
+        for key, value in defaults[stage].items():
+            if key == "workers":
+                continue  # the CLI defaults to the CPU count; the workflow uses threads
+            if key == "fill_holes":
+                assert cli_defaults["no_fill_holes"] is (not value)
+                continue
+            assert cli_defaults[key] == value, (
+                f"{stage}.{key}: config {value!r}, CLI {cli_defaults[key]!r}"
+            )
+    assert cli_defaults["seed"] == defaults["seed"]
+
+
+def test_segmentation_defaults_match_the_library_and_cli() -> None:
+    """config `segmentation`, `pathpipe segmentation run` and the dataclasses agree."""
+    import dataclasses
+
+    from pathpipe.cli import build_parser
+    from pathpipe.segmentation.classical import ClassicalParams
+    from pathpipe.segmentation.run import SegmentationParams
+
+    seg = _validate_config({})["segmentation"]
+    lib = SegmentationParams()
+    classical = {f.name: f.default for f in dataclasses.fields(ClassicalParams)}
+    assert seg["classical"] == classical
+    for key, value in seg.items():
+        if key in ("classical", "workers"):
+            continue  # workers: the CLI defaults to the CPU count, the rule passes threads
+        expected = list(getattr(lib, key)) if key == "classes" else getattr(lib, key)
+        assert value == expected, key
+    args = build_parser().parse_args(
+        ["segmentation", "run", "--tiles", "t", "--labels", "l", "--table", "p", "--geojson", "g"]
+    )
+    for key, value in classical.items():
+        assert getattr(args, key) == value, key
+    assert list(args.classes) == seg["classes"]
+    assert (args.method, args.stain, args.stain_tiles) == (
+        seg["method"],
+        seg["stain"],
+        seg["stain_tiles"],
+    )
+    assert (args.device, args.batch_size, not args.no_amp) == (
+        seg["device"],
+        seg["batch_size"],
+        seg["amp"],
+    )
+
+
+def test_features_defaults_match_the_library_and_cli() -> None:
+    from pathpipe.cli import build_parser
+    from pathpipe.features.run import FeatureParams
+    from pathpipe.mil.preprocessing import FeaturePreprocessor
+
+    f = _validate_config({})["features"]
+    lib = FeatureParams()
+    for key in ("families", "channels", "per_phenotype"):
+        assert f[key] == list(getattr(lib, key)), key
+    for key in ("bin_width", "bin_count", "aggregate_border_nuclei", "graph", "graph_k"):
+        assert f[key] == getattr(lib, key), key
+    pre = FeaturePreprocessor()
+    for key, value in f["preprocessing"].items():
+        assert value == getattr(pre, key), key
+    args = build_parser().parse_args(
+        ["features", "run", "--tiles", "t", "--labels", "l", "--nuclei", "n",
+         "--nuclear-out", "a", "--tile-out", "b"]
+    )  # fmt: skip
+    assert list(args.families) == f["families"] and list(args.channels) == f["channels"]
+    assert args.bin_width == f["bin_width"] and args.bin_count == f["bin_count"]
+    assert (args.graph, args.graph_k) == (f["graph"], f["graph_k"])
+    pre_args = build_parser().parse_args(
+        ["features", "preprocess", "--tables", "x", "--train", "a", "--out", "o"]
+    )
+    for key, value in f["preprocessing"].items():
+        assert getattr(pre_args, key) == value, key
+
+
+def test_mil_defaults_match_the_library_and_cli() -> None:
+    import dataclasses
+
+    from pathpipe.cli import build_parser
+    from pathpipe.mil.cohort import MILParams
+
+    config = _validate_config({})
+    m = config["mil"]
+    lib = {f.name: f.default for f in dataclasses.fields(MILParams)}
+    shared = {"seed": config["seed"], **config["features"]["preprocessing"]}
+    assert set(lib) == (set(m) - {"enabled", "embeddings", "explain", "heatmap"}) | set(shared)
+    args = build_parser().parse_args(
+        ["mil", "train", "--tables", "t", "--sheet", "s", "--out-dir", "o"]
+    )
+    for key, value in {**m, **shared}.items():
+        if key in lib:
+            assert lib[key] == value, key
+            assert getattr(args, key) == value, key
+    explain = build_parser().parse_args(
+        ["mil", "explain", "--model", "m", "--tables", "t", "--out-dir", "o"]
+    )
+    for key, value in m["explain"].items():
+        assert getattr(explain, key) == value, key
+    attention = build_parser().parse_args(
+        ["mil", "attention", "--model", "m", "--table", "t", "--tiles", "z", "--slide", "s",
+         "--heatmap", "h", "--gallery", "g", "--out", "o"]
+    )  # fmt: skip
+    for key, value in m["heatmap"].items():
+        assert getattr(attention, key) == value, key
+
+
+def _required(stage: str) -> list[str]:
+    if stage == "tissue":
+        return ["--mask", "m.png", "--overlay", "o.png", "--qc", "q.json"]
+    return ["--tissue-mask", "m.png", "--out", "t.zarr"]
+
+
+def test_shipped_sheet_validates() -> None:
+    known = list(_load(SLIDES_SCHEMA)["properties"])
+    sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    assert set(sheet.columns) <= set(known)
+    sheet["mpp"] = sheet["mpp"].astype(float)
+    validate(sheet, str(SLIDES_SCHEMA))
+    assert sheet["slide_id"].is_unique
+    real = sheet[~sheet["path"].str.startswith("resources/demo/")]
+    for path in real["path"]:
+        assert (REPO / path).is_file(), f"{path} is listed in config/slides.tsv but not in the repo"
+    synthetic = sheet[sheet["path"].str.startswith("resources/demo/")]
+    assert sorted(synthetic["slide_id"]) == sorted(
+        f"synth_{cls}_{n:02d}" for cls in ("low", "high") for n in range(1, 7)
+    )
+    assert (synthetic["label"] == synthetic["slide_id"].str.split("_").str[1]).all()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"slide_id": "bad id!", "path": "a.svs"}, "does not match"),
+        ({"slide_id": "cohort", "path": "a.svs"}, "should not be valid"),
+        ({"slide_id": "a", "path": "a.svs", "split": "training"}, "is not one of"),
+        ({"slide_id": "a", "path": "a.svs", "mpp": 0.0}, "less than or equal"),
+        ({"slide_id": "a", "path": "a.svs", "section": 1.5}, "is not of type 'integer'"),
+        ({"slide_id": "a", "path": "a.svs", "scanner": "x"}, "'scanner' was unexpected"),
+        ({"slide_id": "a"}, "'path' is a required property"),
+    ],
+)
+def test_bad_sheet_rows_are_rejected(row: dict, message: str) -> None:
+    with pytest.raises(WorkflowError, match=message):
+        validate(pd.DataFrame([row]), str(SLIDES_SCHEMA))
+
+
+@pytest.mark.slow
+def test_demo_sheet_rows_match_the_synthetic_cohort(tmp_path: Path) -> None:
+    """The sheet's synthetic rows name exactly the files `pathpipe synthetic cohort` writes."""
+    synthetic = pytest.importorskip("pathpipe.synthetic.generate")
+    generated = synthetic.write_cohort(tmp_path, n_per_class=6, size=1024, seed=0)
+    sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False)
+    demo = sheet[sheet["path"].str.startswith("resources/demo/")]
+    assert sorted(Path(p).name for p in demo["path"]) == sorted(
+        Path(p).name for p in generated["path"]
+    )
+    assert sorted(zip(demo["slide_id"], demo["label"], strict=True)) == sorted(
+        zip(generated["slide_id"], generated["label"], strict=True)
+    )
