@@ -61,7 +61,8 @@ def machine() -> str:
 
 def load_tiles(n_synthetic: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """``(name, grey, labels, mpp)`` of the NuCLS tiles and ``n_synthetic`` generated ones."""
-    from pathpipe.segmentation.annotations import read_annotated_dir, synthetic_annotated_tiles
+    from pathpipe.segmentation.annotations import read_annotated_dir
+    from pathpipe.synthetic.tiles import synthetic_annotated_tiles
 
     def grey(rgb: np.ndarray) -> np.ndarray:
         return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])

@@ -50,7 +50,6 @@ def main() -> None:
 
     import torch
 
-    from pathpipe.segmentation.annotations import SYNTHETIC_CLASSES, synthetic_annotated_tiles
     from pathpipe.segmentation.metrics import evaluate_tile, summarise
     from pathpipe.segmentation.unet import (
         ModelConfig,
@@ -59,6 +58,7 @@ def main() -> None:
         pretrain_diffusion,
         train_segmentation,
     )
+    from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = OUT / "label_efficiency"

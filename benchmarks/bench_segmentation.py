@@ -64,13 +64,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from pathpipe.io.storage import open_store
-    from pathpipe.segmentation.annotations import (
-        SYNTHETIC_CLASSES,
-        synthetic_annotated_tiles,
-        write_annotated_dir,
-    )
+    from pathpipe.segmentation.annotations import write_annotated_dir
     from pathpipe.segmentation.run import SegmentationParams, evaluate_segmentation
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
+    from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
     from pathpipe.tiling import TilingParams, run_tiling
     from pathpipe.tissue import run_tissue
 

@@ -168,6 +168,7 @@ def main() -> None:
     run_cli(
         [
             "tissue",
+            "run",
             "--slide",
             str(slide),
             "--mask",
@@ -194,7 +195,7 @@ def main() -> None:
             os.sync()
             dt, peak = run_cli(
                 [
-                    "tiling", "--slide", str(slide), "--tissue-mask", str(mask), "--out", str(store),
+                    "tiling", "run", "--slide", str(slide), "--tissue-mask", str(mask), "--out", str(store),
                     "--mpp", "0.25", "--tile-size", str(args.tile), "--workers", str(args.workers),
                     "--compression", codec, "--no-checksum",
                 ]

@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from pathpipe._concurrency import ordered_map
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.slide import resize_rgb
-from pathpipe.storage import SHARD_BYTES as _STORAGE_SHARD_BYTES
-from pathpipe.storage import shard_items
+from pathpipe.io.slide import resize_rgb
+from pathpipe.io.storage import SHARD_BYTES as _STORAGE_SHARD_BYTES
+from pathpipe.io.storage import shard_items
+from pathpipe.io.workers import ordered_map
+from pathpipe.params import check_params, param
 
 log = logging.getLogger("pathpipe")
 
@@ -106,48 +107,32 @@ class TilingParams:
         Reader threads (default: CPU count).
     """
 
-    mpp: float = 0.5
-    tile_size: int = 256
-    overlap: int = 0
-    min_tissue_fraction: float = 0.5
-    max_white_fraction: float = 1.0
-    min_blur: float = 0.0
-    max_tiles: int | None = None
-    seed: int = 0
-    compression: str = "lz4"
-    workers: int | None = None
+    mpp: float = param(0.5, "µm/px of the tiles", gt=0)
+    tile_size: int = param(256, "tile edge in px at mpp", ge=16)
+    overlap: int = param(0, "px shared by neighbouring tiles (< tile_size)", ge=0)
+    min_tissue_fraction: float = param(0.5, "keep tiles at least this fraction tissue", ge=0, le=1)
+    max_white_fraction: float = param(
+        1.0, "drop tiles with a larger fraction of white pixels (1 keeps all)", ge=0, le=1
+    )
+    min_blur: float = param(
+        0.0, "drop tiles with a lower variance of Laplacian (0 keeps all)", ge=0
+    )
+    max_tiles: int | None = param(
+        None, "keep at most this many tiles per slide (seeded)", kind="int", ge=1
+    )
+    seed: int = param(0, "seed of the tile sampling (config: the top-level seed)", ge=0)
+    compression: str = param(
+        "lz4",
+        "codec of the tile chunks; source keeps the slide's JPEG tiles where possible",
+        choices=tuple(COMPRESSORS),
+    )
+    workers: int | None = param(None, "reader threads (none: CPU count)", kind="int", ge=1)
 
     def __post_init__(self) -> None:
-        if self.compression not in COMPRESSORS:
+        check_params(self, "tiling")
+        if self.overlap >= self.tile_size:
             raise ConfigError(
-                f"tiling.compression must be one of {', '.join(COMPRESSORS)}, received {self.compression!r}"
-            )
-        if not (self.mpp > 0 and math.isfinite(self.mpp)):
-            raise ConfigError(f"tiling.mpp must be > 0, received {self.mpp!r}")
-        if not (isinstance(self.tile_size, int) and self.tile_size >= 8):
-            raise ConfigError(
-                f"tiling.tile_size must be an integer >= 8, received {self.tile_size!r}"
-            )
-        if not (isinstance(self.overlap, int) and 0 <= self.overlap < self.tile_size):
-            raise ConfigError(
-                f"tiling.overlap must be an integer in [0, tile_size={self.tile_size}), "
-                f"received {self.overlap!r}"
-            )
-        for name in ("min_tissue_fraction", "max_white_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"tiling.{name} must be in [0, 1], received {value!r}")
-        if self.min_blur < 0:
-            raise ConfigError(f"tiling.min_blur must be >= 0, received {self.min_blur!r}")
-        if self.max_tiles is not None and not (
-            isinstance(self.max_tiles, int) and self.max_tiles >= 1
-        ):
-            raise ConfigError(
-                f"tiling.max_tiles must be a positive integer or null, received {self.max_tiles!r}"
-            )
-        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
-            raise ConfigError(
-                f"tiling.workers must be a positive integer, received {self.workers!r}"
+                f"tiling.overlap={self.overlap!r}; expected an integer in [0, tile_size={self.tile_size})"
             )
 
     @property
@@ -379,7 +364,7 @@ class _TileReader:
 
         The run is read from the slide as one strip of the pyramid level; each
         tile is then cut from the strip at the level pixels
-        :meth:`~pathpipe.slide.Slide.read_region_at_mpp` would read for it alone
+        :meth:`~pathpipe.io.slide.Slide.read_region_at_mpp` would read for it alone
         and resized on its own, so a tile's pixels do not depend on which
         neighbours were read with it. Tiles that are exactly the level's stored
         tiles (same size, on its tile grid, no resizing) are decoded one by one
@@ -420,7 +405,7 @@ class _TileReader:
         """Whether tiles ``grid_rc`` can be kept as the slide's JPEG bytes.
 
         Returns the level's JPEG tables and colour spaces (see
-        :meth:`~pathpipe.slide.Slide.stored_jpeg`) and ``""``, or None and the
+        :meth:`~pathpipe.io.slide.Slide.stored_jpeg`) and ``""``, or None and the
         reason they cannot.
         """
         p = self.params
@@ -473,7 +458,7 @@ def run_tiling(
         The ``tiles.zarr`` directory to write (atomically replaced).
     params : TilingParams
     backend, slide_mpp, slide_mpp_source
-        Passed to :func:`pathpipe.slide.open_slide`.
+        Passed to :func:`pathpipe.io.slide.open_slide`.
     checksum : bool
         Record the SHA-256 of the slide file in the provenance.
 
@@ -484,8 +469,8 @@ def run_tiling(
     """
     import zarr
 
-    from pathpipe.slide import open_slide
-    from pathpipe.storage import ShardWriter, atomic_dir, provenance, source_record
+    from pathpipe.io.slide import open_slide
+    from pathpipe.io.storage import ShardWriter, atomic_dir, provenance, source_record
     from pathpipe.tissue import load_mask
 
     params = params or TilingParams()
@@ -570,8 +555,8 @@ def run_tiling(
                 per_shard = shard_tiles(T)
                 codec: dict[str, Any] = {"compressors": _compressors(params.compression)}
                 if jpeg is not None:
-                    from pathpipe._tiffdirect import jpeg_stream
-                    from pathpipe._zarr_jpeg import SourceJpegCodec, register
+                    from pathpipe.io.jpeg_codec import SourceJpegCodec, register
+                    from pathpipe.io.tiffdirect import jpeg_stream
 
                     register()
                     codec = {
@@ -709,7 +694,7 @@ def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
     """
     import pandas as pd
 
-    from pathpipe.storage import open_store
+    from pathpipe.io.storage import open_store
 
     rows = []
     for path in stores:

@@ -9,7 +9,6 @@ the detection runs at.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pathpipe.errors import ConfigError
+from pathpipe.params import check_params, param
 
 __all__ = ["TissueParams", "detect_tissue", "overlay_mask", "run_tissue", "saturation"]
 
@@ -47,29 +47,17 @@ class TissueParams:
         Fill holes fully enclosed by tissue.
     """
 
-    detection_mpp: float = 8.0
-    threshold: str | float = "otsu"
-    median_um: float = 40.0
-    closing_um: float = 32.0
-    min_region_um2: float = 50_000.0
-    fill_holes: bool = True
+    detection_mpp: float = param(8.0, "µm/px of the image tissue is detected on", gt=0)
+    threshold: str | float = param(
+        "otsu", "'otsu' or a saturation threshold in [0, 1]", kind="threshold", ge=0, le=1
+    )
+    median_um: float = param(40.0, "edge of the median filter window, µm (0 disables)", ge=0)
+    closing_um: float = param(32.0, "closing disk radius, µm (0 disables)", ge=0)
+    min_region_um2: float = param(50_000.0, "smallest tissue region kept, µm²", ge=0)
+    fill_holes: bool = param(True, "fill holes enclosed by tissue")
 
     def __post_init__(self) -> None:
-        if not (self.detection_mpp > 0 and math.isfinite(self.detection_mpp)):
-            raise ConfigError(f"tissue.detection_mpp must be > 0, received {self.detection_mpp!r}")
-        if isinstance(self.threshold, str):
-            if self.threshold != "otsu":
-                raise ConfigError(
-                    f"tissue.threshold must be 'otsu' or a number in [0, 1], received {self.threshold!r}"
-                )
-        elif not 0.0 <= float(self.threshold) <= 1.0:
-            raise ConfigError(
-                f"tissue.threshold must be 'otsu' or a number in [0, 1], received {self.threshold!r}"
-            )
-        for name in ("median_um", "closing_um", "min_region_um2"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"tissue.{name} must be >= 0, received {value!r}")
+        check_params(self, "tissue")
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -214,8 +202,8 @@ def run_tissue(
     """
     from PIL import Image
 
-    from pathpipe.slide import open_slide
-    from pathpipe.storage import atomic_file, provenance, source_record, write_json
+    from pathpipe.io.slide import open_slide
+    from pathpipe.io.storage import atomic_file, provenance, source_record, write_json
 
     params = params or TissueParams()
     with open_slide(

@@ -342,7 +342,7 @@ def test_cli_end_to_end(cohort, tmp_path, form):
     else:
         arg = json.dumps(CONFIG)
     out = tmp_path / "out"
-    argv = ["provenance", "--config-json", arg, "--stores", *map(str, stores)]
+    argv = ["provenance", "run", "--config-json", arg, "--stores", *map(str, stores)]
     argv += ["--benchmarks", str(bench), "--out-dir", str(out), "--file", f"sheet={sheet}"]
     assert main(argv) == 0
     sums = _check_outputs(out, slides, CONFIG)
@@ -357,7 +357,7 @@ def test_cli_through_the_shell_as_a_rule_quotes_it(cohort, tmp_path):
     bench = _benchmarks(tmp_path / "benchmarks")
     out = tmp_path / "out"
     cmd = (
-        f"{shlex.quote(sys.executable)} -m pathpipe.cli provenance"
+        f"{shlex.quote(sys.executable)} -m pathpipe.cli provenance run"
         f" --config-json {shlex.quote(json.dumps(CONFIG))}"
         f" --stores {' '.join(shlex.quote(str(s)) for s in stores)}"
         f" --benchmarks {shlex.quote(str(bench))} --out-dir {shlex.quote(str(out))}"
@@ -376,7 +376,7 @@ def test_cli_through_the_shell_as_a_rule_quotes_it(cohort, tmp_path):
     ],
 )
 def test_cli_rejects_bad_config(cohort, tmp_path, capsys, arg, message):
-    argv = ["provenance", "--config-json", arg, "--stores", str(cohort[1][0])]
+    argv = ["provenance", "run", "--config-json", arg, "--stores", str(cohort[1][0])]
     argv += ["--benchmarks", str(tmp_path), "--out-dir", str(tmp_path / "out")]
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -386,7 +386,7 @@ def test_cli_rejects_bad_config(cohort, tmp_path, capsys, arg, message):
 
 
 def test_cli_rejects_bad_files(cohort, tmp_path, capsys):
-    base = ["provenance", "--config-json", "{}", "--stores", str(cohort[1][0])]
+    base = ["provenance", "run", "--config-json", "{}", "--stores", str(cohort[1][0])]
     base += ["--benchmarks", str(tmp_path), "--out-dir", str(tmp_path / "out")]
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("{}")

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.segmentation.annotations import (
-    SYNTHETIC_CLASSES,
-    AnnotatedTile,
-    read_annotated_dir,
-    synthetic_annotated_tiles,
-    write_annotated_dir,
-)
+from pathpipe.segmentation.annotations import AnnotatedTile, read_annotated_dir, write_annotated_dir
+from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 NUCLS = Path(__file__).parents[1] / "data" / "nucls"
 

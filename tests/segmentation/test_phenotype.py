@@ -9,11 +9,7 @@ import pandas as pd
 import pytest
 
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.segmentation.annotations import (
-    SYNTHETIC_CLASSES,
-    AnnotatedTile,
-    synthetic_annotated_tiles,
-)
+from pathpipe.segmentation.annotations import AnnotatedTile
 from pathpipe.segmentation.phenotype import (
     CLASSIFIER_FEATURES,
     DEFAULT_CLASSES,
@@ -23,6 +19,7 @@ from pathpipe.segmentation.phenotype import (
     labelled_descriptors,
     nucleus_descriptors,
 )
+from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 
 def disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

@@ -300,11 +300,8 @@ def test_evaluation_on_the_real_nucls_tiles():
 
 
 def test_evaluation_reaches_f1_09_on_generated_tiles(tmp_path):
-    from pathpipe.segmentation.annotations import (
-        SYNTHETIC_CLASSES,
-        synthetic_annotated_tiles,
-        write_annotated_dir,
-    )
+    from pathpipe.segmentation.annotations import write_annotated_dir
+    from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     for mpp in (0.5, 0.25):
         tiles = list(synthetic_annotated_tiles(n_tiles=6, mpp=mpp, seed=21, slide_size=4096))
@@ -317,8 +314,8 @@ def test_evaluation_reaches_f1_09_on_generated_tiles(tmp_path):
 
 
 def test_unet_method_runs_a_trained_model_on_a_slide(synthetic_slide, tmp_path):
-    from pathpipe.segmentation.annotations import SYNTHETIC_CLASSES, synthetic_annotated_tiles
     from pathpipe.segmentation.unet import ModelConfig, train_segmentation
+    from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     slide, mask, _ = synthetic_slide
     tiles = _tiles(slide, mask, tmp_path / "tiles.zarr", max_tiles=2)
@@ -351,11 +348,8 @@ def test_unet_method_runs_a_trained_model_on_a_slide(synthetic_slide, tmp_path):
 def test_cli_pretrain_then_finetune(synthetic_slide, tmp_path):
     """`pathpipe segmentation pretrain` on a slide's tiles, then `train --init`."""
     from pathpipe.cli import main
-    from pathpipe.segmentation.annotations import (
-        SYNTHETIC_CLASSES,
-        synthetic_annotated_tiles,
-        write_annotated_dir,
-    )
+    from pathpipe.segmentation.annotations import write_annotated_dir
+    from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     slide, mask, _ = synthetic_slide
     tiles = _tiles(slide, mask, tmp_path / "tiles.zarr", max_tiles=2)

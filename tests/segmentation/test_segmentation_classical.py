@@ -10,9 +10,9 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from pathpipe.errors import ConfigError
-from pathpipe.segmentation.annotations import synthetic_annotated_tiles
 from pathpipe.segmentation.classical import ClassicalParams, segment_nuclei
 from pathpipe.stain import RUIFROK_HE, deconvolve
+from pathpipe.synthetic.tiles import synthetic_annotated_tiles
 
 MATCH_RADIUS_UM = 3.0  # about half the diameter of a typical nucleus
 

@@ -15,11 +15,7 @@ import numpy as np
 import pytest
 
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.segmentation.annotations import (
-    SYNTHETIC_CLASSES,
-    AnnotatedTile,
-    synthetic_annotated_tiles,
-)
+from pathpipe.segmentation.annotations import AnnotatedTile
 from pathpipe.segmentation.unet import (
     ModelConfig,
     hv_maps,
@@ -27,6 +23,7 @@ from pathpipe.segmentation.unet import (
     instances_from_maps,
     make_targets,
 )
+from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")

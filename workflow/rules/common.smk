@@ -316,9 +316,33 @@ def slide_args(wildcards):
     return " ".join(args)
 
 
-def optional_arg(flag, value):
-    """Return ``"flag value"``, or ``""`` when value is None (option left to its default)."""
-    return "" if value is None else f"{flag} {value}"
+def cli_options(block, *, skip=()):
+    """Params helper: a config block as `pathpipe` options, one `--key value` per key.
+
+    The conventions of `pathpipe.params` (which generates the options from each
+    stage's parameter dataclass): a bool is `--key` / `--no-key`, a list is
+    comma-separated, a mapping is `name=value` pairs, null is `none`; strings are
+    quoted for the shell. Keys in `skip` (nested blocks, keys a rule passes itself)
+    are left out.
+    """
+    args = []
+    for key, value in block.items():
+        if key in skip:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+            continue
+        if value is None:
+            text = "none"
+        elif isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            text = ",".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = str(value)
+        args.append(f"{flag} {shlex.quote(text)}")
+    return " ".join(args)
 
 
 def segmentation_model_files(wildcards):

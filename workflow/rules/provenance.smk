@@ -14,31 +14,31 @@ rule provenance:
         config=report(
             "results/cohort/provenance/config.yaml",
             caption="../report/provenance_config.rst",
-            category="Provenance",
+            category="provenance",
             labels={"file": "config used"},
         ),
         versions=report(
             "results/cohort/provenance/versions.tsv",
             caption="../report/provenance_versions.rst",
-            category="Provenance",
+            category="provenance",
             labels={"file": "software versions"},
         ),
         checksums=report(
             "results/cohort/provenance/checksums.tsv",
             caption="../report/provenance_checksums.rst",
-            category="Provenance",
+            category="provenance",
             labels={"file": "input checksums"},
         ),
         runtimes=report(
             "results/cohort/provenance/runtimes.tsv",
             caption="../report/provenance_runtimes.rst",
-            category="Provenance",
+            category="provenance",
             labels={"file": "runtime per rule"},
         ),
         jobs=report(
             "results/cohort/provenance/runtimes_jobs.tsv",
             caption="../report/provenance_runtimes.rst",
-            category="Provenance",
+            category="provenance",
             labels={"file": "runtime per job"},
         ),
     log:
@@ -50,7 +50,7 @@ rule provenance:
     conda:
         "../../envs/pathpipe.yaml"
     shell:
-        "pathpipe provenance --config-json {params.config} --stores {input.stores:q}"
+        "pathpipe provenance run --config-json {params.config} --stores {input.stores:q}"
         " --benchmarks logs/benchmarks --out-dir {params.out_dir:q} {params.files}"
         " > {log:q} 2>&1"
 

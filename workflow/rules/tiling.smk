@@ -16,25 +16,13 @@ rule tiling:
     threads: config["tiling"]["workers"]
     params:
         slide=slide_args,
-        mpp=config["tiling"]["mpp"],
-        tile_size=config["tiling"]["tile_size"],
-        overlap=config["tiling"]["overlap"],
-        min_tissue_fraction=config["tiling"]["min_tissue_fraction"],
-        max_white_fraction=config["tiling"]["max_white_fraction"],
-        min_blur=config["tiling"]["min_blur"],
-        max_tiles=optional_arg("--max-tiles", config["tiling"]["max_tiles"]),
-        compression=config["tiling"]["compression"],
-        seed=config["seed"],
+        options=cli_options(config["tiling"], skip=["workers"]),
     conda:
         "../../envs/pathpipe.yaml"
     shell:
-        "pathpipe tiling --slide {input.slide:q} {params.slide}"
+        "pathpipe tiling run --slide {input.slide:q} {params.slide}"
         " --tissue-mask {input.mask:q} --out {output.tiles:q}"
-        " --mpp {params.mpp} --tile-size {params.tile_size} --overlap {params.overlap}"
-        " --min-tissue-fraction {params.min_tissue_fraction}"
-        " --max-white-fraction {params.max_white_fraction} --min-blur {params.min_blur}"
-        " {params.max_tiles} --compression {params.compression}"
-        " --seed {params.seed} --workers {threads}"
+        " {params.options} --seed {config[seed]} --workers {threads}"
         " > {log:q} 2>&1"
 
 
@@ -45,7 +33,7 @@ rule tiling_summary:
         summary=report(
             "results/cohort/tiling_summary.tsv",
             caption="../report/tiling_summary.rst",
-            category="Tiling",
+            category="tiling",
             labels={"table": "tiling summary"},
         ),
     log:
@@ -55,7 +43,7 @@ rule tiling_summary:
     conda:
         "../../envs/pathpipe.yaml"
     shell:
-        "pathpipe tiling-summary --stores {input.stores:q} --out {output.summary:q}"
+        "pathpipe tiling summary --stores {input.stores:q} --out {output.summary:q}"
         " > {log:q} 2>&1"
 
 

@@ -11,7 +11,7 @@ rule tissue:
         overlay=report(
             "results/{slide}/tissue_overlay.png",
             caption="../report/tissue_overlay.rst",
-            category="Tissue",
+            category="tissue",
             subcategory="{slide}",
             labels={"slide": "{slide}", "figure": "tissue overlay"},
         ),
@@ -22,18 +22,10 @@ rule tissue:
         "logs/benchmarks/tissue/{slide}.tsv"
     params:
         slide=slide_args,
-        detection_mpp=config["tissue"]["detection_mpp"],
-        threshold=config["tissue"]["threshold"],
-        median_um=config["tissue"]["median_um"],
-        closing_um=config["tissue"]["closing_um"],
-        min_region_um2=config["tissue"]["min_region_um2"],
-        fill_holes="" if config["tissue"]["fill_holes"] else "--no-fill-holes",
+        options=cli_options(config["tissue"]),
     conda:
         "../../envs/pathpipe.yaml"
     shell:
-        "pathpipe tissue --slide {input.slide:q} {params.slide}"
+        "pathpipe tissue run --slide {input.slide:q} {params.slide}"
         " --mask {output.mask:q} --overlay {output.overlay:q} --qc {output.qc:q}"
-        " --detection-mpp {params.detection_mpp} --threshold {params.threshold}"
-        " --median-um {params.median_um} --closing-um {params.closing_um}"
-        " --min-region-um2 {params.min_region_um2} {params.fill_holes}"
-        " > {log:q} 2>&1"
+        " {params.options} > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-"""``pathpipe provenance``: provenance tables of a run for the report (private).
+"""``pathpipe provenance run``: provenance tables of a run for the report (private).
 
 Writes ``config.yaml``, ``versions.tsv``, ``checksums.tsv``, ``runtimes.tsv`` and
 ``runtimes_jobs.tsv`` into ``--out-dir`` (see :mod:`pathpipe.provenance`).
@@ -20,7 +20,7 @@ as the param and ``{params.config:q}`` in the command)::
         log:
             "logs/cohort/provenance.log",
         shell:
-            "pathpipe provenance --config-json {params.config}"
+            "pathpipe provenance run --config-json {params.config}"
             " --stores {input.stores} --benchmarks logs/benchmarks"
             " --out-dir results/cohort/provenance"
             " --file config=config/config.yaml --file sheet={config[slides]} 2> {log}"
@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
+from pathpipe.cli.options import add_stage, add_verb
 from pathpipe.errors import ConfigError
 
 __all__ = ["add_parser"]
-
-log = logging.getLogger("pathpipe")
 
 
 def _kind_path(value: str) -> tuple[str, Path]:
@@ -54,13 +52,14 @@ def _kind_path(value: str) -> tuple[str, Path]:
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``provenance`` to the top-level sub-parsers."""
-    p = sub.add_parser(
-        "provenance",
-        help="config used, software versions, input checksums, rule runtimes (report tables)",
-        description="Write config.yaml, versions.tsv, checksums.tsv, runtimes.tsv and "
-        "runtimes_jobs.tsv into --out-dir. From Snakemake, pass the config as "
-        "--config-json {params.config} with params.config = shlex.quote(json.dumps(config)).",
+    """Add ``pathpipe provenance run``."""
+    verbs = add_stage(sub, "provenance", "provenance of a run: the report's tables")
+    p = add_verb(
+        verbs,
+        "run",
+        "write config.yaml, versions.tsv, checksums.tsv, runtimes.tsv and runtimes_jobs.tsv "
+        "into --out-dir (config used, software versions, input checksums, rule runtimes)",
+        _cmd_run,
     )
     p.add_argument(
         "--config-json",
@@ -94,7 +93,6 @@ def add_parser(sub: Any) -> None:
         help="extra input to checksum, e.g. config=config/config.yaml, sheet=config/slides.tsv, "
         "model=models/unet (a folder: every file in it); repeat for several",
     )
-    p.set_defaults(func=_cmd_provenance)
 
 
 def _config_from_arg(value: str) -> dict[str, Any]:
@@ -145,7 +143,7 @@ def _abbrev(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _cmd_provenance(args: argparse.Namespace) -> None:
+def _cmd_run(args: argparse.Namespace) -> None:
     from pathpipe.provenance import write_provenance
 
     config = _config_from_arg(args.config_json)
