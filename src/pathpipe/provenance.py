@@ -243,13 +243,13 @@ def input_checksums(stores: Iterable[str | os.PathLike[str]]) -> Any:
     """
     import pandas as pd
 
-    from pathpipe.io.storage import open_store
+    from pathpipe.io.storage import open_store, slide_id_of
 
     rows = []
     seen: dict[str, Path] = {}
     for store in stores:
         store = Path(store)
-        slide_id = store.parent.name
+        slide_id = slide_id_of(store)
         if slide_id in seen:
             raise ConfigError(
                 f"two stores for slide {slide_id!r}: {seen[slide_id]} and {store}; expected "

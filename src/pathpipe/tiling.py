@@ -694,7 +694,7 @@ def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
     """
     import pandas as pd
 
-    from pathpipe.io.storage import open_store
+    from pathpipe.io.storage import open_store, slide_id_of
 
     rows = []
     for path in stores:
@@ -705,7 +705,7 @@ def tiling_summary(stores: Iterable[str | os.PathLike[str]]) -> Any:
         n = int(meta["n_tiles"])
         rows.append(
             {
-                "slide": Path(path).parent.name,
+                "slide": slide_id_of(path),
                 "source": Path(meta["source"]["path"]).name,
                 "backend": meta["backend"],
                 "slide_mpp": round(meta["mpp"]["x"], 4),

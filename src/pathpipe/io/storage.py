@@ -34,6 +34,7 @@ __all__ = [
     "provenance",
     "provenance_json",
     "shard_items",
+    "slide_id_of",
     "source_record",
     "write_json",
     "write_parquet",
@@ -44,6 +45,11 @@ _CHUNK = 8 * 1024 * 1024
 SHARD_BYTES = 16 * 2**20
 #: Name of the codec of tiles kept as the slide's JPEG bytes (:mod:`pathpipe.io.jpeg_codec`).
 _SOURCE_JPEG = "pathpipe.source_jpeg"
+
+
+def slide_id_of(path: str | os.PathLike[str]) -> str:
+    """The slide id of a per-slide output: its folder, as in ``results/{slide}/tiles.zarr``."""
+    return Path(os.path.abspath(path)).parent.name
 
 
 def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") -> str:
