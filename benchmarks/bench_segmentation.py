@@ -68,7 +68,7 @@ def main() -> None:
     from pathpipe.segmentation.run import SegmentationParams, evaluate_segmentation
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
     from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
-    from pathpipe.tiling import TilingParams, run_tiling
+    from pathpipe.tiling.run import TilingParams, run_tiling
     from pathpipe.tissue import run_tissue
 
     OUT.mkdir(exist_ok=True)

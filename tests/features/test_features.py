@@ -88,7 +88,7 @@ def segmented(tmp_path_factory: pytest.TempPathFactory):
     """A low and a high generated slide, tiled and segmented."""
     from pathpipe.segmentation.run import SegmentationParams, run_segmentation
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
-    from pathpipe.tiling import TilingParams, run_tiling
+    from pathpipe.tiling.run import TilingParams, run_tiling
     from pathpipe.tissue import run_tissue
 
     out = {}
@@ -161,7 +161,7 @@ def test_run_features_on_generated_slides(segmented) -> None:
 
 
 def test_mismatched_inputs_are_named(segmented, tmp_path) -> None:
-    from pathpipe.tiling import TilingParams, run_tiling
+    from pathpipe.tiling.run import TilingParams, run_tiling
 
     d = segmented["low"]
     kw = {"nuclear_out": tmp_path / "n.parquet", "tile_out": tmp_path / "t.parquet"}

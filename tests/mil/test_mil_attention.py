@@ -37,7 +37,7 @@ pytest.importorskip("safetensors")
 
 from pathpipe.mil import GatedAttentionMIL, save_amil  # noqa: E402 - after the importorskip
 from pathpipe.mil.preprocessing import FeaturePreprocessor  # noqa: E402
-from pathpipe.tiling import TilingParams, run_tiling  # noqa: E402
+from pathpipe.tiling.run import TilingParams, run_tiling  # noqa: E402
 
 L0_TILE = 128  # 64 px at 0.5 µm/px on a 0.25 µm/px slide
 WITNESS_L0 = {(512, 512), (640, 512), (512, 640), (640, 640)}  # bottom-right 2 × 2 tiles

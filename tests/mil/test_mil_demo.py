@@ -46,7 +46,7 @@ def demo(tmp_path_factory):
     from pathpipe.features.run import FeatureParams, run_features
     from pathpipe.segmentation.run import SegmentationParams, run_segmentation
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
-    from pathpipe.tiling import TilingParams, run_tiling
+    from pathpipe.tiling.run import TilingParams, run_tiling
     from pathpipe.tissue import run_tissue
 
     root = tmp_path_factory.mktemp("demo")

@@ -28,7 +28,7 @@ from pathpipe.provenance import (
     software_versions,
     write_provenance,
 )
-from pathpipe.tiling import TilingParams, run_tiling
+from pathpipe.tiling.run import TilingParams, run_tiling
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

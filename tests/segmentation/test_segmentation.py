@@ -119,7 +119,7 @@ def synthetic_slide(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _tiles(slide, mask, out: Path, **params) -> Path:
-    from pathpipe.tiling import TilingParams, run_tiling
+    from pathpipe.tiling.run import TilingParams, run_tiling
 
     run_tiling(slide, mask_path=mask, out_path=out, params=TilingParams(workers=1, **params))
     return out

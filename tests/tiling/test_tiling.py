@@ -10,19 +10,13 @@ import zarr
 from PIL import Image
 
 from conftest import CMU, TCGA, scene, write_pyramid
-from pathpipe import tiling
 from pathpipe.errors import ConfigError, SlideError, StorageError
 from pathpipe.io.slide import open_slide
 from pathpipe.io.storage import file_checksum, open_store
-from pathpipe.tiling import (
-    TilingParams,
-    pixel_qc,
-    plan_runs,
-    run_tiling,
-    tile_grid,
-    tiling_summary,
-    tissue_fraction,
-)
+from pathpipe.tiling import grid as tiling_grid
+from pathpipe.tiling import run as tiling_run
+from pathpipe.tiling.grid import pixel_qc, plan_runs, tile_grid, tissue_fraction
+from pathpipe.tiling.run import TilingParams, run_tiling, tiling_summary
 
 
 def test_tile_grid_hand_computed():
@@ -258,12 +252,10 @@ def test_failure_leaves_previous_store_intact(slide_and_mask, tmp_path, monkeypa
     run_tiling(slide, mask_path=mask, out_path=out, params=params)
     before = zarr.open_group(str(out), mode="r")["tiles"][:]
 
-    import pathpipe.tiling as tiling
-
     def boom(self, grid_rc):
         raise SlideError("x.svs", "simulated decode failure")
 
-    monkeypatch.setattr(tiling._TileReader, "iter_run", boom)
+    monkeypatch.setattr(tiling_run._TileReader, "iter_run", boom)
     with pytest.raises(SlideError, match="simulated"):
         run_tiling(slide, mask_path=mask, out_path=out, params=params)
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["tiles"][:], before)
@@ -272,9 +264,7 @@ def test_failure_leaves_previous_store_intact(slide_and_mask, tmp_path, monkeypa
 
 def test_failure_after_some_writes_leaves_no_temporary_store(slide_and_mask, tmp_path, monkeypatch):
     slide, mask = slide_and_mask
-    import pathpipe.tiling as tiling
-
-    real = tiling._TileReader.iter_run
+    real = tiling_run._TileReader.iter_run
     calls = {"n": 0}
 
     def flaky(self, grid_rc):
@@ -283,7 +273,7 @@ def test_failure_after_some_writes_leaves_no_temporary_store(slide_and_mask, tmp
             raise SlideError("x.svs", "simulated decode failure")
         return real(self, grid_rc)
 
-    monkeypatch.setattr(tiling._TileReader, "iter_run", flaky)
+    monkeypatch.setattr(tiling_run._TileReader, "iter_run", flaky)
     out = tmp_path / "out" / "tiles.zarr"
     with pytest.raises(SlideError, match="simulated"):
         run_tiling(
@@ -329,7 +319,7 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path, monkeypatch):
     """Tiling a slide 16× larger must not need much more memory (streaming)."""
     # Shards of 4 tiles, so both slides fill shards: the buffer of one shard
     # (at most SHARD_BYTES, 16 MiB by default) is a constant, not growth.
-    monkeypatch.setattr(tiling, "SHARD_BYTES", 4 * 256 * 256 * 3)
+    monkeypatch.setattr(tiling_grid, "SHARD_BYTES", 4 * 256 * 256 * 3)
     peaks = []
     for side in (1024, 4096):
         path = write_pyramid(
@@ -356,7 +346,7 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path, monkeypatch):
 
 
 def test_pixel_qc_matches_numpy_reference():
-    from pathpipe.tiling import _pixel_qc_numpy
+    from pathpipe.tiling.grid import _pixel_qc_numpy
 
     rng = np.random.default_rng(7)
     for shape in [(256, 256, 3), (31, 17, 3), (2, 2, 3), (1, 5, 3)]:

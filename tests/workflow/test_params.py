@@ -28,7 +28,7 @@ SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").r
 # threads in the config and the CPU count on the command line)
 BLOCKS = {
     ("tissue",): ("pathpipe.tissue", "TissueParams", ()),
-    ("tiling",): ("pathpipe.tiling", "TilingParams", ("workers",)),
+    ("tiling",): ("pathpipe.tiling.run", "TilingParams", ("workers",)),
     ("segmentation",): (
         "pathpipe.segmentation.run",
         "SegmentationParams",

@@ -16,7 +16,7 @@ from pathpipe.cli.options import (
     write_tsv,
 )
 from pathpipe.params import add_options, params_from_args
-from pathpipe.tiling import TilingParams
+from pathpipe.tiling.run import TilingParams
 
 __all__ = ["add_parser"]
 
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from pathpipe.tiling import run_tiling
+    from pathpipe.tiling.run import run_tiling
 
     params = params_from_args(TilingParams, args)
     t0 = time.perf_counter()
@@ -68,6 +68,6 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
-    from pathpipe.tiling import tiling_summary
+    from pathpipe.tiling.run import tiling_summary
 
     write_tsv(tiling_summary(args.stores), args.out)
