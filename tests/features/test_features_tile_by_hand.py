@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from pathpipe.features import FeatureParams, run_features
+from pathpipe.features.run import FeatureParams, run_features
 from pathpipe.stain import RUIFROK_HE
 
 CLASSES = ["tumour", "lymphocyte", "other"]

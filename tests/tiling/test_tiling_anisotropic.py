@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathpipe.slide import MPP, open_slide
-from pathpipe.storage import open_store
-from pathpipe.tiling import TilingParams, run_tiling
+from pathpipe.io.slide import MPP, open_slide
+from pathpipe.io.storage import open_store
+from pathpipe.tiling.run import TilingParams, run_tiling
 
 MPP_X, MPP_Y = 0.25, 0.5
 L0_W, L0_H = 1024, 256  # 256 µm × 128 µm
