@@ -329,9 +329,9 @@ def cli_options(block, *, skip=()):
     for key, value in block.items():
         if key in skip:
             continue
-        flag = "--" + key.replace("_", "-")
+        name = key.replace("_", "-")
         if isinstance(value, bool):
-            args.append(flag if value else "--no-" + key.replace("_", "-"))
+            args.append(f"--{name}" if value else f"--no-{name}")
             continue
         if value is None:
             text = "none"
@@ -341,7 +341,7 @@ def cli_options(block, *, skip=()):
             text = ",".join(f"{k}={v}" for k, v in value.items())
         else:
             text = str(value)
-        args.append(f"{flag} {shlex.quote(text)}")
+        args.append(f"--{name} {shlex.quote(text)}")
     return " ".join(args)
 
 

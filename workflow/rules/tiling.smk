@@ -17,12 +17,13 @@ rule tiling:
     params:
         slide=slide_args,
         options=cli_options(config["tiling"], skip=["workers"]),
+        seed=config["seed"],
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe tiling run --slide {input.slide:q} {params.slide}"
         " --tissue-mask {input.mask:q} --out {output.tiles:q}"
-        " {params.options} --seed {config[seed]} --workers {threads}"
+        " {params.options} --seed {params.seed} --workers {threads}"
         " > {log:q} 2>&1"
 
 
