@@ -176,6 +176,9 @@ class MILResult:
     embedding_model, embedding_preprocessor : optional
         Final AMIL on tile embeddings and its preprocessing, when embeddings
         were given.
+    fold_preprocessors : list of dict
+        Per fold, the preprocessing fitted on its training slides, by source
+        (``"features"``, and ``"embeddings"`` when given); kept in memory only.
     """
 
     table1: Any
@@ -195,6 +198,7 @@ class MILResult:
     slides: dict[str, list[str]] = field(default_factory=dict)
     embedding_model: Any = None
     embedding_preprocessor: Any = None
+    fold_preprocessors: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------- loading
@@ -596,6 +600,7 @@ def run_cross_validation(
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
     folds: list[dict[str, Any]] = []
+    fold_preprocessors: list[dict[str, Any]] = []
     for k, (train_ids, val_ids) in enumerate(splits.folds):
         stop_ids: list[str] | None = val_ids
         if params.early_stopping == "inner":
@@ -614,8 +619,10 @@ def run_cross_validation(
             "n_val": len(val_ids),
             "early_stopping_slides": stop_ids,
         }
+        fold_preprocessors.append({})
         for source in sources:
             fitted = _fit(params, source, y_of, train_ids, stop_ids=stop_ids, epochs=params.epochs)
+            fold_preprocessors[-1][source.name] = fitted.preprocessor
             p_train, p_val = fitted.predict(train_ids), fitted.predict(val_ids)
             for method in source.methods:
                 record[method] = {
@@ -716,6 +723,7 @@ def run_cross_validation(
         embedding_preprocessor=(
             final["embeddings"].preprocessor if "embeddings" in final else None
         ),
+        fold_preprocessors=fold_preprocessors,
     )
 
 
