@@ -1,9 +1,9 @@
-"""pathpipe.nn quality: a briefly trained unet detects nuclei; CUDA predicts as the CPU does.
+"""pathpipe.segmentation.unet quality: a briefly trained unet detects nuclei; CUDA predicts as the CPU does.
 
 The model is the tiny one of tests/test_nn.py (two levels of 8 and 16
 channels), trained from scratch on one CPU thread for 120 iterations on 8
 generated 64-px tiles (0.5 µm/px, seed 1) and scored on 8 held-out generated
-128-px tiles (seed 2, 132 nuclei) with :mod:`pathpipe.metrics` (centroids
+128-px tiles (seed 2, 132 nuclei) with :mod:`pathpipe.segmentation.metrics` (centroids
 paired within 3 µm).
 """
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathpipe.annotations import SYNTHETIC_CLASSES, AnnotatedTile, synthetic_annotated_tiles
-from pathpipe.metrics import evaluate_tile, summarise
-from pathpipe.nn import ModelConfig
+from pathpipe.segmentation.annotations import AnnotatedTile
+from pathpipe.segmentation.metrics import evaluate_tile, summarise
+from pathpipe.segmentation.unet import ModelConfig
+from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -53,7 +54,7 @@ def held_out() -> list[AnnotatedTile]:
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pathpipe.nn import train_segmentation
+    from pathpipe.segmentation.unet import train_segmentation
 
     tiles = list(
         synthetic_annotated_tiles(n_tiles=8, tile_size=64, mpp=MPP, seed=1, slide_size=2048)
@@ -88,7 +89,7 @@ def _scores(tiles: list[AnnotatedTile], preds: list) -> dict:
 
 @pytest.mark.slow
 def test_briefly_trained_unet_detects_nuclei(trained_dir: Path, held_out) -> None:
-    from pathpipe.nn import build_model, load_model, predict_tiles
+    from pathpipe.segmentation.unet import build_model, load_model, predict_tiles
 
     model, config = load_model(trained_dir)
     rgb = np.stack([t.rgb for t in held_out])
@@ -113,8 +114,8 @@ def test_briefly_trained_unet_regresses_the_hv_maps(trained_dir: Path, held_out)
     Detection F1 hardly sees the HV branch on these sparse nuclei (a blob without
     a marker stays one nucleus); this catches negated or swapped HV maps.
     """
-    from pathpipe.nn import hv_maps, load_model
-    from pathpipe.nn.predict import predict_maps
+    from pathpipe.segmentation.unet import hv_maps, load_model
+    from pathpipe.segmentation.unet.predict import predict_maps
 
     model, _ = load_model(trained_dir)
     hv = predict_maps(model, np.stack([t.rgb for t in held_out]), device="cpu")["hv"]
@@ -139,8 +140,8 @@ def test_cuda_predictions_equal_cpu_predictions(trained_dir: Path, held_out) -> 
     CUDA, bfloat16) looser: mean probability difference <= 0.02 and detection
     F1 >= 0.9 against the CPU's nuclei (not measured here: no GPU was lent).
     """
-    from pathpipe.nn import load_model, predict_tiles
-    from pathpipe.nn.predict import predict_maps
+    from pathpipe.segmentation.unet import load_model, predict_tiles
+    from pathpipe.segmentation.unet.predict import predict_maps
 
     cpu_model, config = load_model(trained_dir, device="cpu")
     gpu_model, _ = load_model(trained_dir, device="cuda")

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from pathpipe.mil.cohort import MILParams, run_cross_validation  # noqa: E402
-from pathpipe.preprocessing import FeaturePreprocessor  # noqa: E402
+from pathpipe.mil.preprocessing import FeaturePreprocessor  # noqa: E402
 
 N_FEATURES, N_EMB = 8, 5
 PARAMS = MILParams(

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from pathpipe import _features_geometry
-from pathpipe._features_base import NucleusBatch
-from pathpipe.annotations import read_annotated_dir
+from pathpipe.features import geometry as _features_geometry
+from pathpipe.features.registry import NucleusBatch
+from pathpipe.segmentation.annotations import read_annotated_dir
 from pathpipe.stain import hematoxylin_channel
 
 sitk = pytest.importorskip("SimpleITK")

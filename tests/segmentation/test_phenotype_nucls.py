@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from pathpipe.annotations import read_annotated_dir
-from pathpipe.phenotype import PhenotypeClassifier, labelled_descriptors
+from pathpipe.segmentation.annotations import read_annotated_dir
+from pathpipe.segmentation.phenotype import PhenotypeClassifier, labelled_descriptors
 from pathpipe.stain import estimate_stain_matrix
 
 MEASURED = {  # stain method -> (tumour, non-tumour) accuracy on the test tiles
