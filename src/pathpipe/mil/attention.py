@@ -118,7 +118,7 @@ def explain_slide_attention(
     Parameters
     ----------
     model_dir : path-like
-        Model directory written by :func:`pathpipe.mil.cohort.write_mil_outputs`
+        Model directory written by :func:`pathpipe.mil.outputs.write_mil_outputs`
         (``model.json`` config with two ``classes``).
     table_path : path-like
         The slide's ``tile_features.parquet``.

@@ -104,7 +104,7 @@ def predict_slides(
     out: str | os.PathLike[str] | None = None,
     device: str = "cpu",
 ) -> Any:
-    """Classify slides with a model written by :func:`write_mil_outputs`.
+    """Classify slides with a model written by :func:`~pathpipe.mil.outputs.write_mil_outputs`.
 
     Parameters
     ----------

@@ -50,7 +50,7 @@ def _plot_roc(result: MILResult, path: Path) -> None:
 
 
 def write_mil_outputs(result: MILResult, out_dir: str | os.PathLike[str]) -> None:
-    """Write the results of :func:`run_cross_validation`.
+    """Write the results of :func:`~pathpipe.mil.crossval.run_cross_validation`.
 
     Files, each written atomically::
 
