@@ -1,19 +1,17 @@
-"""Tile-level features (aggregates, spatial, cell graph) and cohort preprocessing."""
+"""Tile-level features (aggregates, spatial, cell graph)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pathpipe.errors import ConfigError, StorageError
+from pathpipe.errors import ConfigError
 from pathpipe.features.tile import (
     aggregate_nuclear,
     cell_graph,
     graph_features,
     spatial_features,
 )
-from pathpipe.mil.preprocessing import FeaturePreprocessor
 
 CLASSES = ("tumour", "lymphocyte")
 
@@ -81,60 +79,3 @@ def test_delaunay_triangle_has_clustering_one_and_degenerate_graphs_are_nan() ->
     assert line.ecount() == 2  # collinear: a chain
     with pytest.raises(ConfigError, match="knn"):
         cell_graph(np.zeros((3, 2)), method="gabriel")
-
-
-def _table(seed: int = 0, n: int = 200) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=n)
-    return pd.DataFrame(
-        {
-            "a": a,
-            "a_copy": 2 * a + 1e-6 * rng.normal(size=n),  # |r| ~ 1 with a
-            "b": rng.normal(size=n),
-            "const": np.ones(n),
-            "mostly_zero": np.where(np.arange(n) < 198, 0.0, 1.0),
-            "mostly_nan": np.where(np.arange(n) < 150, np.nan, 1.0) * rng.normal(size=n),
-            "c": rng.normal(5, 3, size=n),
-        }
-    )
-
-
-def test_preprocessing_drops_and_standardises_as_documented(tmp_path) -> None:
-    train = _table()
-    pre = FeaturePreprocessor(max_correlation=0.9).fit(train)
-    assert pre.features == ["a", "b", "c"]
-    assert pre.dropped == {
-        "a_copy": "correlated with a",
-        "const": "constant",
-        "mostly_zero": "constant",
-        "mostly_nan": "nan",
-    }
-    assert pre.summary() == {
-        "input": 7,
-        "dropped_nan": 1,
-        "dropped_constant": 2,
-        "dropped_correlated": 1,
-        "kept": 3,
-    }
-    z = pre.transform(train)
-    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-6)
-    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-5)
-    # statistics come from the training split only
-    test = _table(seed=1)
-    test["c"] += 100
-    assert pre.transform(test)[:, 2].mean() > 30
-    # NaN in new data -> the training median -> standardised value of the median
-    test.loc[0, "b"] = np.nan
-    assert pre.transform(test)[0, 1] == pytest.approx((pre.median[1] - pre.mean[1]) / pre.std[1])
-    pre.save(tmp_path / "pre.json")
-    back = FeaturePreprocessor.load(tmp_path / "pre.json")
-    np.testing.assert_array_equal(back.transform(test), pre.transform(test))
-    with pytest.raises(ConfigError, match="lacks 1 column"):
-        pre.transform(test.drop(columns=["b"]))
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(StorageError, match="not a pathpipe feature preprocessing"):
-        FeaturePreprocessor.load(tmp_path / "bad.json")
-    with pytest.raises(ConfigError, match="max_correlation"):
-        FeaturePreprocessor(max_correlation=1.5)
-    with pytest.raises(ConfigError, match="at least 2"):
-        FeaturePreprocessor().fit(train.iloc[:1])

@@ -17,20 +17,16 @@ import pandas as pd
 import pytest
 
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.mil import make_splits
 from pathpipe.mil.baseline import RandomForestBaseline
 from pathpipe.mil.preprocessing import FeaturePreprocessor
+from pathpipe.mil.splits import make_splits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from pathpipe.mil import (  # noqa: E402 - after the importorskip
-    GatedAttentionMIL,
-    load_amil,
-    predict_amil,
-    save_amil,
-    train_amil,
-)
+from pathpipe.mil.io import load_amil, save_amil  # noqa: E402 - after the importorskip
+from pathpipe.mil.model import GatedAttentionMIL  # noqa: E402
+from pathpipe.mil.train import predict_amil, train_amil  # noqa: E402
 
 N_FEATURES, N_INFORMATIVE, SHIFT = 20, 3, 1.5
 CPU = "cpu"  # determinism and exact round trips are checked on the CPU
@@ -77,7 +73,8 @@ def trained(data):
 
 def test_splits_and_baseline_do_not_import_torch():
     code = (
-        "import sys; from pathpipe.mil import make_splits, RandomForestBaseline; "
+        "import sys; from pathpipe.mil.splits import make_splits; "
+        "from pathpipe.mil.baseline import RandomForestBaseline; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -365,12 +362,37 @@ def test_load_errors(tmp_path, trained):
     (root / "model.json").write_text(json.dumps({"format": "pathpipe-segmentation"}))
     with pytest.raises(StorageError, match="expected 'pathpipe-amil'"):
         load_amil(root)
+    (root / "model.json").write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(StorageError, match="format_version 2; expected 1"):
+        load_amil(root)
+
+
+def test_interrupted_save_leaves_a_folder_that_is_refused(tmp_path, trained, data):
+    """The model folder's JSON is removed first and written last (pathpipe.io.model_folder)."""
+    model, _ = trained
+    tiles = pd.DataFrame(np.concatenate(data["train"][0]))
+    tiles.columns = [f"f{j}" for j in range(N_FEATURES)]
+
+    class FullDisk(FeaturePreprocessor):
+        def save(self, path):
+            raise OSError("no space left on device")
+
+    root = save_amil(tmp_path / "m", model, config={"run": 1})
+    (root / "notes.txt").write_text("mine")
+    broken = FullDisk().fit(tiles)
+    with pytest.raises(OSError, match="no space"):
+        save_amil(root, model, config={"run": 2}, preprocessor=broken)
+    with pytest.raises(StorageError, match=r"lacks model\.json"):
+        load_amil(root)
+    assert (root / "notes.txt").read_text() == "mine"  # other files are left alone
+    save_amil(root, model, config={"run": 3})
+    assert load_amil(root)[1] == {"run": 3}
 
 
 @pytest.mark.gpu
 def test_cuda_training_prediction_and_explanation(data, tmp_path):
     """AMIL on the GPU: trains, classifies as well as on the CPU, saves, loads, explains."""
-    from pathpipe.mil.explain import slide_shap
+    from pathpipe.mil.explain_shap import slide_shap
 
     (tb, ty, _), (vb, vy, _) = data["train"], data["val"]
     model, history = train_amil(tb, ty, val_bags=vb, val_labels=vy, seed=0, device="cuda")

@@ -21,21 +21,22 @@ from PIL import Image
 
 from conftest import scene, write_pyramid
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.mil.attention import (
-    attention_gallery,
+from pathpipe.mil.attention import explain_slide_attention
+from pathpipe.mil.attention_figures import attention_gallery, attention_heatmap_figure
+from pathpipe.mil.attention_maps import (
     attention_heatmap,
-    attention_heatmap_figure,
     attention_table,
     colour_limits,
-    explain_slide_attention,
     gallery_indices,
     rasterize_tiles,
 )
+from pathpipe.mil.params import HeatmapParams
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from pathpipe.mil import GatedAttentionMIL, save_amil  # noqa: E402 - after the importorskip
+from pathpipe.mil.io import save_amil  # noqa: E402 - after the importorskip
+from pathpipe.mil.model import GatedAttentionMIL  # noqa: E402
 from pathpipe.mil.preprocessing import FeaturePreprocessor  # noqa: E402
 from pathpipe.tiling.run import TilingParams, run_tiling  # noqa: E402
 
@@ -139,7 +140,7 @@ def test_attention_table_matches_closed_form(bundle):
 
 def test_single_tile_bag_has_attention_one_and_warns(bundle, caplog):
     model = _hand_model(len(bundle["pre"].features))
-    with caplog.at_level(logging.WARNING, logger="pathpipe.mil.attention"):
+    with caplog.at_level(logging.WARNING, logger="pathpipe.mil.attention_maps"):
         table, p = attention_table(model, bundle["pre"], bundle["frame"].iloc[[5]], slide_id="one")
     assert table["attention"].tolist() == [1.0] and table["attention_norm"].tolist() == [1.0]
     assert table["rank"].tolist() == [1] and 0 < p < 1
@@ -279,7 +280,8 @@ def _run(bundle, tmp_path, **kw):
         "tiles_store": bundle["store"], "slide_path": bundle["slide"],
         "heatmap_out": tmp_path / "attention_heatmap.png",
         "gallery_out": tmp_path / "attention_gallery.png",
-        "table_out": tmp_path / "attention.parquet", "thumbnail_mpp": 2.0, "n_gallery": 3,
+        "table_out": tmp_path / "attention.parquet",
+        "params": HeatmapParams(thumbnail_mpp=2.0, n_gallery=3),
     }  # fmt: skip
     args.update(kw)
     return explain_slide_attention(**args)

@@ -9,6 +9,7 @@ thread and few epochs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -20,16 +21,16 @@ from pathpipe.errors import ConfigError
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from pathpipe.mil.cohort import (  # noqa: E402 - after the importorskip
+from pathpipe.mil.bags import load_bags  # noqa: E402 - after the importorskip
+from pathpipe.mil.cohort import predict_slides  # noqa: E402
+from pathpipe.mil.crossval import (  # noqa: E402
     AMIL_METHOD,
     EMBEDDING_METHOD,
     RF_METHOD,
-    MILParams,
-    load_bags,
-    predict_slides,
     run_cross_validation,
-    write_mil_outputs,
 )
+from pathpipe.mil.outputs import write_mil_outputs  # noqa: E402
+from pathpipe.mil.params import MILParams  # noqa: E402
 
 N_FEATURES, N_INFORMATIVE, SHIFT = 20, 3, 1.5
 PARAMS = MILParams(
@@ -163,7 +164,7 @@ def test_shuffled_labels_are_near_chance(cohort):
     amil, rf = [], []
     for seed in range(4):
         shuffled = _shuffle_within_class(sheet, seed)
-        params = MILParams(**{**PARAMS.to_dict(), "rf_n_estimators": 10, "seed": seed})
+        params = dataclasses.replace(PARAMS, rf_n_estimators=10, seed=seed)
         t1 = run_cross_validation(tables, shuffled, params=params).table1.set_index("method")
         amil.append(float(t1.loc[AMIL_METHOD, "val_auc_mean"]))
         rf.append(float(t1.loc[RF_METHOD, "val_auc_mean"]))
@@ -189,22 +190,20 @@ def test_early_stopping_slides_are_held_out_of_the_training_fold(result):
 
 def test_validation_early_stopping_uses_the_fold(cohort):
     tables, sheet = cohort
-    params = MILParams(**{**PARAMS.to_dict(), "early_stopping": "validation", "epochs": 5})
+    params = dataclasses.replace(PARAMS, early_stopping="validation", epochs=5)
     res = run_cross_validation(tables, sheet, params=params)
     roles = res.predictions.drop_duplicates("slide_id").set_index("slide_id")["role"]
     for fold in res.folds:
         assert set(fold["early_stopping_slides"]) == set(
             roles.index[roles == f"fold {fold['fold']}"]
         )
-    with pytest.raises(ConfigError, match="early_stopping='best'"):
-        run_cross_validation(
-            tables, sheet, params=MILParams(**{**params.to_dict(), "early_stopping": "best"})
-        )
+    with pytest.raises(ConfigError, match=r"mil\.early_stopping='best'"):
+        dataclasses.replace(params, early_stopping="best")
 
 
 def test_load_bags_excludes_empty_slides_with_warning(cohort, caplog):
     tables, sheet = cohort
-    with caplog.at_level(logging.WARNING, logger="pathpipe.mil.cohort"):
+    with caplog.at_level(logging.WARNING, logger="pathpipe.mil.bags"):
         ids, frames, labels = load_bags(tables, sheet)
     assert "NO_TILES" not in ids and "ONE_TILE" in ids
     assert len(frames[ids.index("ONE_TILE")]) == 1

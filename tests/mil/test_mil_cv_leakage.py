@@ -19,7 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from pathpipe.mil.cohort import MILParams, run_cross_validation  # noqa: E402
+from pathpipe.mil.crossval import run_cross_validation  # noqa: E402
+from pathpipe.mil.params import MILParams  # noqa: E402
 from pathpipe.mil.preprocessing import FeaturePreprocessor  # noqa: E402
 
 N_FEATURES, N_EMB = 8, 5
@@ -71,12 +72,7 @@ def result(cohort):
 def _refit(frames: dict[str, pd.DataFrame], slides: list[str], like: FeaturePreprocessor):
     """A preprocessor with ``like``'s thresholds fitted on ``slides`` alone."""
     columns = like.input_features
-    fresh = FeaturePreprocessor(
-        max_nan_fraction=like.max_nan_fraction,
-        min_std=like.min_std,
-        max_mode_fraction=like.max_mode_fraction,
-        max_correlation=like.max_correlation,
-    )
+    fresh = FeaturePreprocessor(params=like.params)
     return fresh.fit(pd.concat([frames[s][columns] for s in slides], ignore_index=True), columns)
 
 

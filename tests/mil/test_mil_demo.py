@@ -13,6 +13,8 @@ default parameters.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,13 +23,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("shap")
 pytest.importorskip("radiomics")
 
-from pathpipe.mil.cohort import (  # noqa: E402 - after the importorskip
+from pathpipe.mil.crossval import (  # noqa: E402 - after the importorskip
     AMIL_METHOD,
     RF_METHOD,
-    MILParams,
     run_cross_validation,
-    write_mil_outputs,
 )
+from pathpipe.mil.outputs import write_mil_outputs  # noqa: E402
+from pathpipe.mil.params import ExplainParams, MILParams  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +120,9 @@ def test_top_shap_features_carry_the_generated_difference(result, demo, tmp_path
 
     tables, _ = demo
     write_mil_outputs(result, tmp_path)
-    explain_cohort(tmp_path / "model", tables, tmp_path / "shap", n_permutations=4, seed=0)
+    explain_cohort(
+        tmp_path / "model", tables, tmp_path / "shap", params=ExplainParams(n_permutations=4)
+    )
     importance = pd.read_csv(tmp_path / "shap" / "shap_importance.tsv", sep="\t")
     d = _cohens_d(demo)
     top = importance.head(10)
@@ -162,7 +166,7 @@ def test_shuffled_labels_fall_to_chance(demo, result):
             n_low = (len(idx) + (cls == "low")) // 2
             labels[idx[:n_low]] = "low"
             labels[idx[n_low:]] = "high"
-        params = MILParams(**{**PARAMS.to_dict(), "seed": seed, "rf_n_estimators": 30})
+        params = dataclasses.replace(PARAMS, seed=seed, rf_n_estimators=30)
         res = run_cross_validation(tables, sheet.assign(label=labels), params=params)
         for method in (AMIL_METHOD, RF_METHOD):
             aucs.append(res.roc[method]["out_of_fold"]["auc"])

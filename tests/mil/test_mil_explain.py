@@ -21,15 +21,18 @@ from pathpipe.errors import ConfigError
 torch = pytest.importorskip("torch")
 pytest.importorskip("shap")
 
-from pathpipe.mil import GatedAttentionMIL, predict_amil, save_amil, train_amil  # noqa: E402
-from pathpipe.mil.explain import (  # noqa: E402 - after the importorskip
+from pathpipe.mil.explain import explain_cohort  # noqa: E402 - after the importorskip
+from pathpipe.mil.explain_importance import shap_importance  # noqa: E402
+from pathpipe.mil.explain_shap import (  # noqa: E402
     _coalition_game,
-    explain_cohort,
-    shap_importance,
     slide_representation,
     slide_shap,
     tile_shap,
 )
+from pathpipe.mil.io import save_amil  # noqa: E402
+from pathpipe.mil.model import GatedAttentionMIL  # noqa: E402
+from pathpipe.mil.params import ExplainParams  # noqa: E402
+from pathpipe.mil.train import predict_amil, train_amil  # noqa: E402
 
 N_FEATURES, SHIFT = 6, 2.0
 NAMES = [f"f{j:02d}" for j in range(N_FEATURES)]
@@ -243,7 +246,9 @@ def _tiles(rng: np.random.Generator, k: int, positive: bool) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
-    from pathpipe.mil.cohort import MILParams, run_cross_validation, write_mil_outputs
+    from pathpipe.mil.crossval import run_cross_validation
+    from pathpipe.mil.outputs import write_mil_outputs
+    from pathpipe.mil.params import MILParams
 
     root = tmp_path_factory.mktemp("explain")
     rng = np.random.default_rng(0)
@@ -270,7 +275,9 @@ def test_explain_cohort_end_to_end(trained_dir, tmp_path, caplog):
     config = json.loads((model_dir / "model.json").read_text())["config"]
     out = tmp_path / "shap"
     with caplog.at_level("WARNING", logger="pathpipe.mil.explain"):
-        summary = explain_cohort(model_dir, tables, out, n_permutations=4, n_background=50)
+        summary = explain_cohort(
+            model_dir, tables, out, params=ExplainParams(n_permutations=4, n_background=50)
+        )
     assert "EMPTY" in caplog.text and summary["skipped_empty"] == ["EMPTY"]
     names = (
         "shap_values.parquet",
@@ -322,7 +329,7 @@ def test_explain_cohort_end_to_end(trained_dir, tmp_path, caplog):
         model_dir,
         tables,
         tmp_path / "explicit",
-        n_permutations=2,
+        params=ExplainParams(n_permutations=2),
         waterfall_tiles=[("UNLABELLED", 103)],
     )
     assert [(t["slide_id"], t["tile"]) for t in explicit["tiles"]] == [("UNLABELLED", 103)]
@@ -334,7 +341,9 @@ def test_explain_cohort_without_test_slides_notes_it(trained_dir, tmp_path):
     model_dir, tables = trained_dir
     config = json.loads((model_dir / "model.json").read_text())["config"]
     dev = {s: tables[s] for s in config["slides"]["development"]}
-    summary = explain_cohort(model_dir, dev, tmp_path, n_permutations=1, n_waterfall=0)
+    summary = explain_cohort(
+        model_dir, dev, tmp_path, params=ExplainParams(n_permutations=1, n_waterfall=0)
+    )
     assert summary["n_slides"]["test"] == 0 and summary["tiles"] == []
     assert (tmp_path / "shap_beeswarm_test.png").is_file()
     assert (
@@ -357,11 +366,11 @@ def test_explain_cohort_errors(trained_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"none of the \d+ development slides"):
         explain_cohort(model_dir, test_only, tmp_path / "out")
     with pytest.raises(ConfigError, match="n_waterfall=-1"):
-        explain_cohort(model_dir, tables, tmp_path / "out", n_waterfall=-1)
+        ExplainParams(n_waterfall=-1)
 
 
 def test_feature_families_and_family_importance():
-    from pathpipe.mil.explain import feature_families, shap_family_importance
+    from pathpipe.mil.explain_importance import feature_families, shap_family_importance
 
     names = ["area_um2_med", "area_um2_tumour_std", "glcm_contrast_h_med", "fo_mean_grey_std",
              "graph_degree_mean", "nn_dist_um_mean", "density_per_mm2", "fraction_tumour",

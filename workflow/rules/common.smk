@@ -255,37 +255,6 @@ def mil_gpus(wildcards):
     return int(config["mil"]["device"].startswith("cuda"))
 
 
-def mil_args(wildcards):
-    """Params function: `pathpipe mil train` options from config `mil` (and shared keys)."""
-    m = config["mil"]
-    args = [f"--seed {config['seed']}"]
-    for key, value in {**m, **config["features"]["preprocessing"]}.items():
-        if key in ("enabled", "embeddings", "explain", "heatmap"):
-            continue
-        args.append(f"--{key.replace('_', '-')} {value}")
-    if m["embeddings"]:
-        args.append(f"--embeddings {shlex.quote(m['embeddings'])}")
-    return " ".join(args)
-
-
-def mil_explain_args(wildcards):
-    """Params function: `pathpipe mil explain` options from config mil.explain."""
-    e = config["mil"]["explain"]
-    return (
-        f"--n-permutations {e['n_permutations']} --n-background {e['n_background']}"
-        f" --n-waterfall {e['n_waterfall']} --seed {config['seed']} --device {config['mil']['device']}"
-    )
-
-
-def mil_attention_args(wildcards):
-    """Params function: `pathpipe mil attention` options from config mil.heatmap."""
-    h = config["mil"]["heatmap"]
-    return (
-        f"--thumbnail-mpp {h['thumbnail_mpp']} --n-gallery {h['n_gallery']}"
-        f" --device {config['mil']['device']}"
-    )
-
-
 # ---- command-line arguments --------------------------------------------------
 
 

@@ -13,19 +13,19 @@ rule mil:
         table1=report(
             "results/cohort/mil/table1.tsv",
             caption="../report/mil_table1.rst",
-            category="MIL",
+            category="mil",
             labels={"table": "Table 1 (ROC AUC per method)"},
         ),
         predictions=report(
             "results/cohort/mil/predictions.tsv",
             caption="../report/mil_predictions.rst",
-            category="MIL",
+            category="mil",
             labels={"table": "predictions per slide"},
         ),
         roc=report(
             "results/cohort/mil/roc.png",
             caption="../report/mil_roc.rst",
-            category="MIL",
+            category="mil",
             labels={"figure": "ROC curves"},
         ),
         metrics="results/cohort/mil/metrics.json",
@@ -38,13 +38,16 @@ rule mil:
     resources:
         gpu=mil_gpus,
     params:
-        args=mil_args,
+        options=cli_options(config["mil"], skip=["enabled", "preprocessing", "explain", "heatmap"]),
+        preprocessing=cli_options(config["mil"]["preprocessing"]),
+        seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.table1),
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe mil train --tables {input.tables:q} --sheet {input.sheet:q}"
-        " --out-dir {params.out_dir:q} {params.args} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.options} {params.preprocessing}"
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule mil_explain:
@@ -55,35 +58,35 @@ rule mil_explain:
         beeswarm_train=report(
             "results/cohort/mil/shap/shap_beeswarm_train.png",
             caption="../report/mil_shap_beeswarm.rst",
-            category="MIL",
+            category="mil",
             subcategory="SHAP",
             labels={"figure": "slide-level SHAP, training slides"},
         ),
         beeswarm_test=report(
             "results/cohort/mil/shap/shap_beeswarm_test.png",
             caption="../report/mil_shap_beeswarm.rst",
-            category="MIL",
+            category="mil",
             subcategory="SHAP",
             labels={"figure": "slide-level SHAP, test slides"},
         ),
         waterfall=report(
             "results/cohort/mil/shap/shap_waterfall.png",
             caption="../report/mil_shap_waterfall.rst",
-            category="MIL",
+            category="mil",
             subcategory="SHAP",
             labels={"figure": "tile-level SHAP waterfalls"},
         ),
         importance=report(
             "results/cohort/mil/shap/shap_importance.tsv",
             caption="../report/mil_shap_importance.rst",
-            category="MIL",
+            category="mil",
             subcategory="SHAP",
             labels={"table": "mean |SHAP| per feature"},
         ),
         families=report(
             "results/cohort/mil/shap/shap_families.tsv",
             caption="../report/mil_shap_families.rst",
-            category="MIL",
+            category="mil",
             subcategory="SHAP",
             labels={"table": "mean |SHAP| per feature family"},
         ),
@@ -97,13 +100,16 @@ rule mil_explain:
     resources:
         gpu=mil_gpus,
     params:
-        args=mil_explain_args,
+        options=cli_options(config["mil"]["explain"]),
+        seed=config["seed"],
+        device=config["mil"]["device"],
         out_dir=lambda wildcards, output: os.path.dirname(output.values),
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe mil explain --model {input.model:q} --tables {input.tables:q}"
-        " --out-dir {params.out_dir:q} {params.args} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.options}"
+        " --seed {params.seed} --device {params.device} > {log:q} 2>&1"
 
 
 rule mil_attention:
@@ -116,14 +122,14 @@ rule mil_attention:
         heatmap=report(
             "results/cohort/mil/heatmaps/{slide}.png",
             caption="../report/mil_heatmap.rst",
-            category="MIL",
+            category="mil",
             subcategory="{slide}",
             labels={"slide": "{slide}", "figure": "attention heatmap"},
         ),
         gallery=report(
             "results/cohort/mil/galleries/{slide}.png",
             caption="../report/mil_gallery.rst",
-            category="MIL",
+            category="mil",
             subcategory="{slide}",
             labels={"slide": "{slide}", "figure": "top and bottom attention tiles"},
         ),
@@ -133,12 +139,13 @@ rule mil_attention:
     benchmark:
         "logs/benchmarks/mil_attention/{slide}.tsv"
     params:
-        slide_args=slide_args,
-        args=mil_attention_args,
+        slide=slide_args,
+        options=cli_options(config["mil"]["heatmap"]),
+        device=config["mil"]["device"],
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe mil attention --model {input.model:q} --table {input.table:q}"
-        " --tiles {input.tiles:q} --slide {input.slide:q} --heatmap {output.heatmap:q}"
-        " --gallery {output.gallery:q} --out {output.table:q}"
-        " {params.slide_args} {params.args} > {log:q} 2>&1"
+        " --tiles {input.tiles:q} --slide {input.slide:q} {params.slide}"
+        " --heatmap {output.heatmap:q} --gallery {output.gallery:q} --out {output.table:q}"
+        " {params.options} --device {params.device} > {log:q} 2>&1"

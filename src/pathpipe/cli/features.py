@@ -2,7 +2,6 @@
 
 run          one slide: nuclear_features.parquet, tile_features.parquet, figure
 dictionary   the generated feature dictionary (docs/features.md)
-preprocess   fit the cohort feature filter + standardiser on the training slides
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import argparse
 import logging
 from pathlib import Path
 from typing import Any
-
-from pathpipe.errors import ConfigError
 
 __all__ = ["add_parser"]
 
@@ -70,18 +67,6 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--out", required=True, type=Path)
     q.set_defaults(func=_cmd_dictionary)
 
-    q = fsub.add_parser(
-        "preprocess", help="fit the feature filter and standardiser on the training slides"
-    )
-    q.add_argument("--tables", nargs="+", required=True, type=Path, help="tile_features.parquet")
-    q.add_argument("--train", required=True, type=_csv, help="training slide ids, comma-separated")
-    q.add_argument("--out", required=True, type=Path, help="output JSON")
-    q.add_argument("--max-nan-fraction", type=float, default=0.5)
-    q.add_argument("--min-std", type=float, default=1e-8)
-    q.add_argument("--max-mode-fraction", type=float, default=0.95)
-    q.add_argument("--max-correlation", type=float, default=0.95)
-    q.set_defaults(func=_cmd_preprocess)
-
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from pathpipe.features.run import FeatureParams, run_features
@@ -114,35 +99,3 @@ def _cmd_dictionary(args: argparse.Namespace) -> None:
 
     with atomic_file(args.out) as tmp:
         tmp.write_text(feature_dictionary() + "\n", encoding="utf-8")
-
-
-def _cmd_preprocess(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from pathpipe.mil.preprocessing import FeaturePreprocessor
-
-    by_slide = {p.parent.name: p for p in args.tables}
-    missing = [s for s in args.train if s not in by_slide]
-    if missing:
-        raise ConfigError(
-            f"training slides {missing} have no tile_features.parquet among --tables "
-            f"(slides are named by the folder: {sorted(by_slide)[:5]}...)"
-        )
-    train = pd.concat([pd.read_parquet(by_slide[s]) for s in args.train], ignore_index=True)
-    skip = {"tile", "l0_x", "l0_y"}
-    pre = FeaturePreprocessor(
-        max_nan_fraction=args.max_nan_fraction,
-        min_std=args.min_std,
-        max_mode_fraction=args.max_mode_fraction,
-        max_correlation=args.max_correlation,
-    ).fit(train, [c for c in train.columns if c not in skip])
-    pre.save(args.out)
-    s = pre.summary()
-    log.info(
-        "feature preprocessing: %d in, %d near-constant, %d mostly NaN, %d correlated, %d kept",
-        s["input"],
-        s["dropped_constant"],
-        s["dropped_nan"],
-        s["dropped_correlated"],
-        s["kept"],
-    )

@@ -11,6 +11,8 @@ Modules, one concern each:
 ``storage``         atomic writes, Zarr stores and shards with provenance,
                     Parquet with provenance, JSON
 ``workers``         the ordered process/thread pool map the tile stages use
+``model_folder``    trained models as folders of safetensors weights and a
+                    JSON description (the mil stage's AMIL, the unet)
 ==================  ==========================================================
 
 Nothing here imports a stage; every stage may import from here.

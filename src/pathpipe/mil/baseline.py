@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pathpipe.errors import ConfigError
-from pathpipe.mil._bags import check_bags, check_labels, check_positive_int, check_seed
+from pathpipe.mil.bags import check_bags, check_labels, check_positive_int, check_seed
 
 __all__ = ["RandomForestBaseline"]
 

@@ -1,6 +1,6 @@
-"""Saving and loading AMIL models: safetensors weights + JSON, no pickle.
+"""Saving and loading AMIL models as model folders (:mod:`pathpipe.io.model_folder`).
 
-An AMIL model directory holds::
+An AMIL model folder holds::
 
     model.safetensors    the GatedAttentionMIL state dict
     model.json           {"format": "pathpipe-amil", "format_version": 1,
@@ -8,13 +8,11 @@ An AMIL model directory holds::
                           "config": <caller's training config>, "preprocessing": bool}
     preprocessing.json   the FeaturePreprocessor, when one was saved
 
-Weights are read with :func:`safetensors.torch.load_file` only (as in
-:mod:`pathpipe.segmentation.unet.io`).
+The unet's models are folders of the same kind (:mod:`pathpipe.segmentation.unet.io`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,16 +20,21 @@ from typing import Any
 import torch
 
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.io.model_folder import (
+    ModelFormat,
+    check_weights,
+    read_model_folder,
+    write_model_folder,
+)
 from pathpipe.mil.model import GatedAttentionMIL
 from pathpipe.mil.preprocessing import FeaturePreprocessor
 from pathpipe.segmentation.unet.device import resolve_device
 
-__all__ = ["AMIL_FILES", "PREPROCESSING_FILE", "load_amil", "save_amil"]
+__all__ = ["AMIL_FILES", "AMIL_FORMAT", "PREPROCESSING_FILE", "load_amil", "save_amil"]
 
-AMIL_FILES = ("model.safetensors", "model.json")
+AMIL_FORMAT = ModelFormat("model", "pathpipe-amil", 1, "AMIL model")
+AMIL_FILES = AMIL_FORMAT.files
 PREPROCESSING_FILE = "preprocessing.json"
-_FORMAT = "pathpipe-amil"
-_FORMAT_VERSION = 1
 
 
 def save_amil(
@@ -46,8 +49,7 @@ def save_amil(
     Parameters
     ----------
     path_dir : path-like
-        Created if missing; other files in it are left alone. Each file is
-        written atomically.
+        The model folder (:func:`pathpipe.io.model_folder.write_model_folder`).
     model : GatedAttentionMIL
     config : dict
         JSON-ready description of the run (training options, class names,
@@ -60,11 +62,6 @@ def save_amil(
     pathlib.Path
         ``path_dir``.
     """
-    from safetensors.torch import save_file
-
-    from pathpipe import __version__
-    from pathpipe.io.storage import atomic_file, write_json
-
     if not isinstance(model, GatedAttentionMIL):
         raise ConfigError(f"model is a {type(model).__name__}; expected a GatedAttentionMIL")
     if not isinstance(config, dict):
@@ -73,25 +70,13 @@ def save_amil(
         raise ConfigError(
             f"preprocessor is a {type(preprocessor).__name__}; expected a FeaturePreprocessor or None"
         )
-    root = Path(path_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_file(root / AMIL_FILES[0]) as tmp:
-        save_file(tensors, str(tmp))
-    if preprocessor is not None:
-        preprocessor.save(root / PREPROCESSING_FILE)
-    write_json(
-        root / AMIL_FILES[1],
-        {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "pathpipe_version": __version__,
-            "architecture": model.config,
-            "config": config,
-            "preprocessing": preprocessor is not None,
-        },
-    )
-    return root
+    meta = {
+        "architecture": model.config,
+        "config": config,
+        "preprocessing": preprocessor is not None,
+    }
+    files = {} if preprocessor is None else {PREPROCESSING_FILE: preprocessor.save}
+    return write_model_folder(path_dir, AMIL_FORMAT, model.state_dict(), meta, files=files)
 
 
 def load_amil(
@@ -119,29 +104,9 @@ def load_amil(
         Missing files, an unreadable or foreign ``model.json``, or weights that
         do not fit the stored architecture.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     root = Path(path_dir)
-    missing = [n for n in AMIL_FILES if not (root / n).is_file()]
-    if missing:
-        raise StorageError(
-            f"AMIL model directory {str(root)!r} lacks {', '.join(missing)}; "
-            f"expected {' and '.join(AMIL_FILES)}"
-        )
-    meta_path = root / AMIL_FILES[1]
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StorageError(f"cannot read {meta_path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise StorageError(f"{meta_path} has format {found!r}; expected {_FORMAT!r}")
-    if meta.get("format_version") != _FORMAT_VERSION:
-        raise StorageError(
-            f"{meta_path} has format_version {meta.get('format_version')!r}; "
-            f"expected {_FORMAT_VERSION}"
-        )
+    meta, state = read_model_folder(root, AMIL_FORMAT)
+    meta_path = root / AMIL_FORMAT.description
     arch = meta.get("architecture")
     try:
         if not isinstance(arch, dict):
@@ -154,24 +119,7 @@ def load_amil(
         )
     except (ConfigError, KeyError) as exc:
         raise StorageError(f"{meta_path}: invalid architecture: {exc}") from exc
-    weights_path = root / AMIL_FILES[0]
-    try:
-        state = load_file(str(weights_path))
-    except (OSError, SafetensorError) as exc:
-        raise StorageError(f"cannot read weights {weights_path}: {exc}") from exc
-    expected = model.state_dict()
-    problems = [
-        f"{k}: {'missing' if k not in state else f'shape {tuple(state[k].shape)}'} "
-        f"(expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k not in state or state[k].shape != v.shape
-    ] + [f"{k}: unexpected" for k in state if k not in expected]
-    if problems:
-        raise StorageError(
-            f"weights {weights_path} do not fit the architecture in {AMIL_FILES[1]}: "
-            f"{'; '.join(problems[:3])}"
-            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-        )
+    check_weights(model.state_dict(), state, root, AMIL_FORMAT)
     model.load_state_dict(state, strict=True)
     preprocessor = None
     if meta.get("preprocessing"):

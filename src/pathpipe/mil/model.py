@@ -77,7 +77,7 @@ class GatedAttentionMIL(nn.Module):
     Attributes
     ----------
     config : dict
-        The constructor arguments (JSON-ready; what :func:`pathpipe.mil.save_amil` stores).
+        The constructor arguments (JSON-ready; what :func:`pathpipe.mil.io.save_amil` stores).
     """
 
     def __init__(

@@ -18,10 +18,17 @@ Order of the filters:
    order, as in caret's ``findCorrelation`` without the mean-correlation rule);
 4. impute the remaining NaNs with the training median and standardise with the
    training mean and standard deviation.
+
+The thresholds are :class:`PreprocessingParams` (config ``mil.preprocessing``).
+:func:`preprocess_cohort` is the path-level layer of ``pathpipe mil
+preprocess``: it fits the preprocessing on the training slides' tile tables and
+writes it as JSON (the mil stage's training fits its own per fold,
+:mod:`pathpipe.mil.crossval`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -32,8 +39,33 @@ from typing import Any
 import numpy as np
 
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.params import check_params, param
 
-__all__ = ["FeaturePreprocessor"]
+__all__ = ["FeaturePreprocessor", "PreprocessingParams", "preprocess_cohort"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessingParams:
+    """Thresholds of the feature filters (module docstring, steps 1-3)."""
+
+    max_nan_fraction: float = param(
+        0.5, "drop a feature undefined in more than this fraction of the training tiles", ge=0, le=1
+    )
+    min_std: float = param(
+        1e-8, "drop a feature whose standard deviation over the training tiles is below this", ge=0
+    )
+    max_mode_fraction: float = param(
+        0.95,
+        "drop a feature whose most common value covers more than this fraction of the tiles",
+        ge=0,
+        le=1,
+    )
+    max_correlation: float = param(
+        0.95, "of each pair with |Pearson r| above this, drop the later feature", ge=0, le=1
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self, "mil.preprocessing")
 
 
 @dataclass
@@ -42,7 +74,7 @@ class FeaturePreprocessor:
 
     Attributes
     ----------
-    max_nan_fraction, min_std, max_mode_fraction, max_correlation : float
+    params : PreprocessingParams
         Thresholds of the filters.
     input_features : list of str
         Columns seen at fit time.
@@ -55,10 +87,7 @@ class FeaturePreprocessor:
         with <name>"``.
     """
 
-    max_nan_fraction: float = 0.5
-    min_std: float = 1e-8
-    max_mode_fraction: float = 0.95
-    max_correlation: float = 0.95
+    params: PreprocessingParams = field(default_factory=PreprocessingParams)
     input_features: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     median: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -67,16 +96,10 @@ class FeaturePreprocessor:
     dropped: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (
-            ("max_nan_fraction", 0.0, 1.0),
-            ("max_mode_fraction", 0.0, 1.0),
-            ("max_correlation", 0.0, 1.0),
-        ):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and lo <= v <= hi):
-                raise ConfigError(f"{name}={v!r}; expected a number in [{lo}, {hi}]")
-        if not (isinstance(self.min_std, int | float) and self.min_std >= 0):
-            raise ConfigError(f"min_std={self.min_std!r}; expected a number >= 0")
+        if not isinstance(self.params, PreprocessingParams):
+            raise ConfigError(
+                f"params is a {type(self.params).__name__}; expected PreprocessingParams"
+            )
 
     # ------------------------------------------------------------------ fit
     def fit(self, table: Any, columns: Sequence[str] | None = None) -> FeaturePreprocessor:
@@ -93,6 +116,7 @@ class FeaturePreprocessor:
         -------
         self
         """
+        p = self.params
         cols = list(columns) if columns is not None else _numeric_columns(table)
         if not cols:
             raise ConfigError("feature preprocessing: no feature columns were given")
@@ -108,14 +132,14 @@ class FeaturePreprocessor:
         for j, name in enumerate(cols):
             v = x[:, j]
             finite = v[~np.isnan(v)]
-            if 1 - finite.size / len(v) > self.max_nan_fraction:
+            if 1 - finite.size / len(v) > p.max_nan_fraction:
                 dropped[name] = "nan"
                 continue
-            if finite.size == 0 or np.std(finite) < self.min_std:
+            if finite.size == 0 or np.std(finite) < p.min_std:
                 dropped[name] = "constant"
                 continue
             _, counts = np.unique(finite, return_counts=True)
-            if counts.max() / finite.size > self.max_mode_fraction:
+            if counts.max() / finite.size > p.max_mode_fraction:
                 dropped[name] = "constant"
                 continue
             keep.append(j)
@@ -130,7 +154,7 @@ class FeaturePreprocessor:
             for a in range(len(keep)):
                 if not alive[a]:
                     continue
-                later = np.flatnonzero(alive & (r[a] > self.max_correlation))
+                later = np.flatnonzero(alive & (r[a] > p.max_correlation))
                 for b in later[later > a]:
                     alive[b] = False
                     dropped[cols[keep[b]]] = f"correlated with {cols[keep[a]]}"
@@ -181,10 +205,7 @@ class FeaturePreprocessor:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "pathpipe.FeaturePreprocessor/1",
-            "max_nan_fraction": self.max_nan_fraction,
-            "min_std": self.min_std,
-            "max_mode_fraction": self.max_mode_fraction,
-            "max_correlation": self.max_correlation,
+            **dataclasses.asdict(self.params),
             "input_features": self.input_features,
             "features": self.features,
             "median": self.median.tolist(),
@@ -209,12 +230,16 @@ class FeaturePreprocessor:
             raise StorageError(
                 f"{p} is not a pathpipe feature preprocessing file (format {d.get('format')!r})"
             )
-        obj = cls(
-            max_nan_fraction=d["max_nan_fraction"],
-            min_std=d["min_std"],
-            max_mode_fraction=d["max_mode_fraction"],
-            max_correlation=d["max_correlation"],
-        )
+        try:
+            params = PreprocessingParams(
+                max_nan_fraction=d["max_nan_fraction"],
+                min_std=d["min_std"],
+                max_mode_fraction=d["max_mode_fraction"],
+                max_correlation=d["max_correlation"],
+            )
+        except (KeyError, ConfigError) as exc:
+            raise StorageError(f"{p}: invalid thresholds: {exc}") from exc
+        obj = cls(params)
         obj.input_features = list(d["input_features"])
         obj.features = list(d["features"])
         obj.median = np.asarray(d["median"], dtype=np.float64)
@@ -230,3 +255,46 @@ def _numeric_columns(table: Any) -> list[str]:
     import pandas as pd
 
     return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+
+
+def preprocess_cohort(
+    tables: Any,
+    train: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    params: PreprocessingParams | None = None,
+) -> FeaturePreprocessor:
+    """Fit the preprocessing on the training slides' tile tables and write it as JSON.
+
+    Parameters
+    ----------
+    tables : mapping of str to path-like, or sequence of path-like
+        The slides' ``tile_features.parquet`` (see
+        :func:`~pathpipe.mil.bags.slide_tables`); every column but ``tile``,
+        ``l0_x`` and ``l0_y`` is a feature.
+    train : sequence of str
+        Ids of the training slides, each with a table.
+    out : path-like
+        JSON to write (:meth:`FeaturePreprocessor.save`).
+    params : PreprocessingParams, optional
+
+    Returns
+    -------
+    FeaturePreprocessor
+    """
+    import pandas as pd
+
+    from pathpipe.mil.bags import NON_FEATURE_COLUMNS, read_table, slide_tables
+
+    by_slide = slide_tables(tables)
+    missing = [s for s in train if s not in by_slide]
+    if missing:
+        raise ConfigError(
+            f"training slides {missing} have no tile_features.parquet among the tables "
+            f"(slides are named by the folder: {sorted(by_slide)[:5]}...)"
+        )
+    frame = pd.concat([read_table(s, by_slide[s]) for s in train], ignore_index=True)
+    columns = [c for c in frame.columns if c not in NON_FEATURE_COLUMNS]
+    pre = FeaturePreprocessor(params or PreprocessingParams()).fit(frame, columns)
+    pre.save(out)
+    return pre

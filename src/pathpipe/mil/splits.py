@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pathpipe.errors import ConfigError
-from pathpipe.mil._bags import check_positive_int, check_seed
+from pathpipe.mil.bags import check_positive_int, check_seed
 
 __all__ = ["SPLIT_VALUES", "Splits", "inner_split", "make_splits"]
 

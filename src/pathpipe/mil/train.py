@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from pathpipe.errors import ConfigError
-from pathpipe.mil._bags import check_bags, check_labels, check_positive_int, check_seed
+from pathpipe.mil.bags import check_bags, check_labels, check_positive_int, check_seed
 from pathpipe.mil.model import GatedAttentionMIL
 from pathpipe.segmentation.unet.device import resolve_device
 

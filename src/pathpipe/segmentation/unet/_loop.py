@@ -4,11 +4,14 @@
   autocast the loss is scaled by a :class:`torch.amp.GradScaler`;
 * Adam (Kingma & Ba 2015) with a cosine decay of the learning rate to 1 % of
   its initial value over the run;
-* the loss is logged as its mean over each window of ``log_every`` iterations.
+* the loss is logged as its mean over each window of ``log_every`` iterations;
+* :func:`train_and_save` is the wrap-up both trainings share: the loop, the
+  :class:`TrainResult` and the saved model with its training record.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ import torch
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.unet.device import amp_dtype, autocast
 
-__all__ = ["TrainResult", "check_positive_int", "fit"]
+__all__ = ["LoopSettings", "TrainResult", "check_positive_int", "fit", "train_and_save"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,37 @@ def check_positive_int(name: str, value: object) -> int:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise ConfigError(f"{name}={value!r}; expected a positive integer")
     return value
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The settings of one training run's loop, checked when made.
+
+    ``iterations``, ``batch_size`` and ``log_every`` are positive integers,
+    ``lr`` a positive learning rate (already resolved from its default);
+    ``seed`` and ``amp`` as given to the training function.
+    """
+
+    iterations: int
+    batch_size: int
+    lr: float
+    seed: int
+    amp: bool
+    log_every: int
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "log_every"):
+            check_positive_int(name, getattr(self, name))
+
+    def record(self) -> dict[str, Any]:
+        """The settings stored in the model's training record."""
+        return {
+            "iterations": self.iterations,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.seed,
+            "amp": self.amp,
+        }
 
 
 def fit(
@@ -159,3 +193,60 @@ def fit(
             window = []
     model.eval()
     return history, time.perf_counter() - start
+
+
+def train_and_save(
+    model: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    batches: Iterator[Any],
+    step_loss: Callable[[Any], tuple[torch.Tensor, dict[str, float]]],
+    *,
+    loop: LoopSettings,
+    device: torch.device,
+    out_dir: str | os.PathLike,
+    record: dict[str, Any],
+    save: Callable[[torch.nn.Module, dict[str, Any]], Any],
+) -> TrainResult:
+    """Run :func:`fit`, then save the model with its training record.
+
+    Parameters
+    ----------
+    model, params, batches, step_loss :
+        As for :func:`fit`.
+    loop : LoopSettings
+    device : torch.device
+    out_dir : path-like
+        The model folder ``save`` writes (recorded in the result).
+    record : dict
+        The run's own keys of the training record; the loop settings and
+        :meth:`TrainResult.summary` follow them.
+    save : callable
+        ``save(model_on_cpu, extra)`` writes the model folder, with
+        ``extra = {"training": <record>}``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    history, seconds = fit(
+        model,
+        params,
+        batches,
+        step_loss,
+        iterations=loop.iterations,
+        lr=loop.lr,
+        device=device,
+        amp=loop.amp,
+        log_every=loop.log_every,
+    )
+    result = TrainResult(
+        path=Path(out_dir),
+        history=history,
+        final_loss=history[-1]["loss"],
+        n_trainable=sum(p.numel() for p in params),
+        n_params=sum(p.numel() for p in model.parameters()),
+        seconds=seconds,
+        device=str(device),
+    )
+    save(model.to("cpu"), {"training": {**record, **loop.record(), **result.summary()}})
+    return result

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pathpipe.errors import ConfigError
-from pathpipe.segmentation.unet._loop import TrainResult, check_positive_int, fit
+from pathpipe.segmentation.unet._loop import LoopSettings, TrainResult, train_and_save
 from pathpipe.segmentation.unet.config import ModelConfig
 from pathpipe.segmentation.unet.data import check_mpp, tile_batches
 from pathpipe.segmentation.unet.device import resolve_device
@@ -107,13 +106,9 @@ def pretrain_diffusion(
     config = config or ModelConfig()
     if not isinstance(config, ModelConfig):
         raise ConfigError(f"config is {type(config).__name__}; expected ModelConfig")
-    for name, value in (
-        ("iterations", iterations),
-        ("batch_size", batch_size),
-        ("log_every", log_every),
-    ):
-        check_positive_int(name, value)
-    lr = DEFAULT_LR if lr is None else lr
+    loop = LoopSettings(
+        iterations, batch_size, DEFAULT_LR if lr is None else lr, seed, amp, log_every
+    )
     batches, source = tile_batches(
         tiles,
         crop_size=config.crop_size,
@@ -143,35 +138,14 @@ def pretrain_diffusion(
         return loss, {}
 
     params = [p for p in unet.parameters() if p.requires_grad]
-    history, seconds = fit(
+    return train_and_save(
         unet,
         params,
         batches,
         step_loss,
-        iterations=iterations,
-        lr=lr,
+        loop=loop,
         device=dev,
-        amp=amp,
-        log_every=log_every,
+        out_dir=out_dir,
+        record={"objective": "DDPM epsilon prediction, Ho et al. 2020 eq. 14", **source},
+        save=lambda m, extra: save_diffusion(out_dir, m, scheduler, config, extra=extra),
     )
-    result = TrainResult(
-        path=Path(out_dir),
-        history=history,
-        final_loss=history[-1]["loss"],
-        n_trainable=sum(p.numel() for p in params),
-        n_params=sum(p.numel() for p in unet.parameters()),
-        seconds=seconds,
-        device=str(dev),
-    )
-    training = {
-        "objective": "DDPM epsilon prediction, Ho et al. 2020 eq. 14",
-        **source,
-        "iterations": iterations,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "amp": amp,
-        **result.summary(),
-    }
-    save_diffusion(out_dir, unet.to("cpu"), scheduler, config, extra={"training": training})
-    return result

@@ -1,4 +1,4 @@
-"""Saving and loading models: safetensors weights + a JSON description, no pickle.
+"""Saving and loading the unet's models as model folders (:mod:`pathpipe.io.model_folder`).
 
 A segmentation model directory holds::
 
@@ -25,12 +25,21 @@ from typing import Any
 import torch
 
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.io.model_folder import (
+    ModelFormat,
+    check_weights,
+    read_model_folder,
+    state_problems,
+    write_model_folder,
+)
 from pathpipe.segmentation.unet.config import ModelConfig
 from pathpipe.segmentation.unet.model import SegmentationNet, build_model, unet_kwargs
 
 __all__ = [
     "DIFFUSION_FILES",
+    "DIFFUSION_FORMAT",
     "MODEL_FILES",
+    "MODEL_FORMAT",
     "load_backbone",
     "load_model",
     "read_diffusion",
@@ -38,70 +47,10 @@ __all__ = [
     "save_model",
 ]
 
-MODEL_FILES = ("model.safetensors", "model.json")
-DIFFUSION_FILES = ("diffusion.safetensors", "diffusion.json")
-_SEG_FORMAT = "pathpipe-segmentation"
-_DIFF_FORMAT = "pathpipe-diffusion"
-_FORMAT_VERSION = 1
-
-
-def _write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    from pathpipe.io.storage import atomic_file
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_file(path) as tmp:
-        save_file(tensors, str(tmp))
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise StorageError(f"cannot read weights {path}: {exc}") from exc
-
-
-def _read_json(path: Path, fmt: str) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise StorageError(f"{path} has format {found!r}; expected {fmt!r}")
-    return meta
-
-
-def _require_files(root: Path, names: tuple[str, ...], what: str) -> None:
-    missing = [n for n in names if not (root / n).is_file()]
-    if missing:
-        raise StorageError(
-            f"{what} directory {str(root)!r} lacks {', '.join(missing)}; "
-            f"expected {' and '.join(names)}"
-        )
-
-
-def _compare_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
-    """Differences between two state dicts (missing, unexpected, shape), as text."""
-    problems = []
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected keys (e.g. {extra[:3]})")
-    shapes = [
-        f"{k}: {tuple(found[k].shape)} vs expected {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in found and found[k].shape != v.shape
-    ]
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:2]})")
-    return problems
+MODEL_FORMAT = ModelFormat("model", "pathpipe-segmentation", 1, "segmentation model")
+DIFFUSION_FORMAT = ModelFormat("diffusion", "pathpipe-diffusion", 1, "diffusion checkpoint")
+MODEL_FILES = MODEL_FORMAT.files
+DIFFUSION_FILES = DIFFUSION_FORMAT.files
 
 
 def save_model(
@@ -116,8 +65,7 @@ def save_model(
     Parameters
     ----------
     path_dir : path-like
-        Created if missing; other files in it are left alone. Each file is
-        written atomically.
+        The model folder (:func:`pathpipe.io.model_folder.write_model_folder`).
     model : SegmentationNet
     config : ModelConfig
         The config the model was built from.
@@ -129,23 +77,8 @@ def save_model(
     pathlib.Path
         ``path_dir``.
     """
-    from pathpipe import __version__
-    from pathpipe.io.storage import write_json
-
-    root = Path(path_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_weights(root / MODEL_FILES[0], model.state_dict())
-    write_json(
-        root / MODEL_FILES[1],
-        {
-            "format": _SEG_FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "pathpipe_version": __version__,
-            "config": config.to_dict(),
-            "extra": extra or {},
-        },
-    )
-    return root
+    meta = {"config": config.to_dict(), "extra": extra or {}}
+    return write_model_folder(path_dir, MODEL_FORMAT, model.state_dict(), meta)
 
 
 def load_model(
@@ -170,21 +103,15 @@ def load_model(
         Missing files, an unreadable or foreign JSON, or weights that do not
         match the architecture of the stored config.
     """
-    root = Path(path_dir)
-    _require_files(root, MODEL_FILES, "segmentation model")
-    meta = _read_json(root / MODEL_FILES[1], _SEG_FORMAT)
+    meta, state = read_model_folder(path_dir, MODEL_FORMAT)
     try:
         config = ModelConfig.from_dict(meta.get("config"))
     except ConfigError as exc:
-        raise StorageError(f"{root / MODEL_FILES[1]}: invalid model config: {exc}") from exc
-    model = build_model(config)
-    state = _read_weights(root / MODEL_FILES[0])
-    problems = _compare_keys(model.state_dict(), state)
-    if problems:
         raise StorageError(
-            f"weights {root / MODEL_FILES[0]} do not fit the architecture in "
-            f"{MODEL_FILES[1]}: {'; '.join(problems)}"
-        )
+            f"{Path(path_dir) / MODEL_FORMAT.description}: invalid model config: {exc}"
+        ) from exc
+    model = build_model(config)
+    check_weights(model.state_dict(), state, path_dir, MODEL_FORMAT)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), config
 
@@ -202,6 +129,7 @@ def save_diffusion(
     Parameters
     ----------
     path_dir : path-like
+        The checkpoint folder (:func:`pathpipe.io.model_folder.write_model_folder`).
     unet : diffusers.UNet2DModel
     scheduler : diffusers.DDPMScheduler
     config : ModelConfig
@@ -212,25 +140,13 @@ def save_diffusion(
     -------
     pathlib.Path
     """
-    from pathpipe import __version__
-    from pathpipe.io.storage import write_json
-
-    root = Path(path_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_weights(root / DIFFUSION_FILES[0], unet.state_dict())
-    write_json(
-        root / DIFFUSION_FILES[1],
-        {
-            "format": _DIFF_FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "pathpipe_version": __version__,
-            "unet_config": _jsonable(dict(unet.config)),
-            "scheduler_config": _jsonable(dict(scheduler.config)),
-            "model_config": config.to_dict(),
-            "extra": extra or {},
-        },
-    )
-    return root
+    meta = {
+        "unet_config": _jsonable(dict(unet.config)),
+        "scheduler_config": _jsonable(dict(scheduler.config)),
+        "model_config": config.to_dict(),
+        "extra": extra or {},
+    }
+    return write_model_folder(path_dir, DIFFUSION_FORMAT, unet.state_dict(), meta)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -245,10 +161,7 @@ def read_diffusion(path_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[st
     StorageError
         Missing or unreadable files.
     """
-    root = Path(path_dir)
-    _require_files(root, DIFFUSION_FILES, "diffusion checkpoint")
-    meta = _read_json(root / DIFFUSION_FILES[1], _DIFF_FORMAT)
-    return meta, _read_weights(root / DIFFUSION_FILES[0])
+    return read_model_folder(path_dir, DIFFUSION_FORMAT)
 
 
 def load_backbone(model: SegmentationNet, init: str | os.PathLike) -> dict[str, Any]:
@@ -280,7 +193,7 @@ def load_backbone(model: SegmentationNet, init: str | os.PathLike) -> dict[str, 
         for k, v in want.items()
         if k != "sample_size" and have.get(k) != v
     ]
-    problems = _compare_keys(model.unet.state_dict(), state)
+    problems = state_problems(model.unet.state_dict(), state)
     if diffs or problems:
         raise ConfigError(
             f"diffusion checkpoint {str(init)!r} has another UNet architecture than the "

@@ -28,7 +28,7 @@ import torch
 
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.annotations import AnnotatedDir, AnnotatedTile
-from pathpipe.segmentation.unet._loop import TrainResult, check_positive_int, fit
+from pathpipe.segmentation.unet._loop import LoopSettings, TrainResult, train_and_save
 from pathpipe.segmentation.unet.config import ModelConfig
 from pathpipe.segmentation.unet.data import (
     check_mpp,
@@ -203,14 +203,9 @@ def train_segmentation(
             f"strategy='scratch' trains from a random initialisation but init={str(init)!r} "
             "was given; expected 'linear', 'decoder' or 'full' with init"
         )
-    for name, value in (
-        ("iterations", iterations),
-        ("batch_size", batch_size),
-        ("log_every", log_every),
-    ):
-        check_positive_int(name, value)
     if lr is None:
         lr = LINEAR_LR if strategy == "linear" else DEFAULT_LR
+    loop = LoopSettings(iterations, batch_size, lr, seed, amp, log_every)
     resolve_loss_weights(loss_weights)
     if config is None:
         if init is not None:
@@ -247,40 +242,23 @@ def train_segmentation(
         out = model(normalize_rgb(t["rgb"]))
         return hovernet_loss(out, t, weights=loss_weights)
 
-    history, seconds = fit(
-        model,
-        params,
-        batches,
-        step_loss,
-        iterations=iterations,
-        lr=lr,
-        device=dev,
-        amp=amp,
-        log_every=log_every,
-    )
-    result = TrainResult(
-        path=Path(out_dir),
-        history=history,
-        final_loss=history[-1]["loss"],
-        n_trainable=sum(p.numel() for p in params),
-        n_params=sum(p.numel() for p in model.parameters()),
-        seconds=seconds,
-        device=str(dev),
-    )
-    training = {
+    record = {
         "strategy": strategy,
         "init": None if init is None else str(Path(init).resolve()),
         "data": str(annotated.path),
         "n_tiles": len(tiles),
         "n_tiles_available": len(annotated.tiles),
         "fraction": fraction,
-        "iterations": iterations,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "amp": amp,
         "loss_weights": loss_weights or {},
-        **result.summary(),
     }
-    save_model(out_dir, model.to("cpu"), config, extra={"training": training})
-    return result
+    return train_and_save(
+        model,
+        params,
+        batches,
+        step_loss,
+        loop=loop,
+        device=dev,
+        out_dir=out_dir,
+        record=record,
+        save=lambda m, extra: save_model(out_dir, m, config, extra=extra),
+    )
