@@ -4,6 +4,10 @@
 generated slide on which the morphology family's ellipse-fit residual raised
 ``ZeroDivisionError``: nucleus 34 is nearly circular, so a contour point lies
 on the fitted major axis up to rounding (``y1`` ~ 4e-16).
+
+``chromatin_rim_ratio`` was inf for a nucleus whose inner pixels (ρ < ½) all have
+density 0 (found by ``test_features_properties.py``); it is NaN there now, as
+the other ratios of the family are where their denominator vanishes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pytest
 
 from conftest import DATA
 from pathpipe._features_base import NucleusBatch
+from pathpipe._features_chromatin import compute as chromatin
 from pathpipe._features_morphology import _ellipse_distance
 from pathpipe._features_morphology import compute as morphology
 from pathpipe.features import feature_specs, nuclear_features
@@ -97,3 +102,19 @@ def test_ellipse_distance_matches_a_dense_reference() -> None:
     # a circle: |r - R|, centre included
     assert _ellipse_distance(3.0, 3.0, 0.0, 0.0) == 3.0
     assert _ellipse_distance(3.0, 3.0, 3.0, 4.0) == pytest.approx(2.0, abs=1e-12)
+
+
+def test_rim_ratio_without_inner_density_is_nan() -> None:
+    from scipy.ndimage import distance_transform_edt
+
+    rr, cc = np.indices((21, 21))
+    labels = ((rr - 10) ** 2 + (cc - 10) ** 2 <= 8**2).astype(np.int32)
+    depth = distance_transform_edt(np.pad(labels, 1))[1:-1, 1:-1]
+    # ρ = (d_max - d) / (d_max - 1) < ½ needs d > (d_max + 1) / 2 ≈ 4.5: all 0 there
+    h = np.where(depth <= 3, 40.0, 0.0)
+    f = chromatin(NucleusBatch(labels=labels, ids=np.array([1]), channels={"h": h}, mpp=0.5))
+    assert depth.max() == pytest.approx(math.sqrt(65))  # nearest outside: (8, 1) px away
+    assert math.isnan(f["chromatin_rim_ratio_h"][0])
+    # a little inner density gives a large, finite ratio again
+    f = chromatin(NucleusBatch(labels=labels, ids=np.array([1]), channels={"h": h + 1e-3}, mpp=0.5))
+    assert f["chromatin_rim_ratio_h"][0] > 1e3
