@@ -255,7 +255,8 @@ class Chromatin:
             st["corr"] = np.where(ok & varying, corr, np.nan)
             mean_rim = sums[:, 8] / sums[:, 9]
             mean_inner = (sums[:, 0] - sums[:, 8]) / (k - sums[:, 9])
-            st["rim_ratio"] = np.where(ok, mean_rim / mean_inner, np.nan)
+            rim_ratio = mean_rim / mean_inner  # inf where the inner density is 0
+            st["rim_ratio"] = np.where(ok & np.isfinite(rim_ratio), rim_ratio, np.nan)
             cr = sums[:, 11] / sums[:, 10]
             cc = sums[:, 12] / sums[:, 10]
             r0, c0 = self.centroid
@@ -314,7 +315,8 @@ class Chromatin:
 
     @feature("1")
     def chromatin_rim_ratio(self, channel: str) -> np.ndarray:
-        """mean(I over ρ >= ½) / mean(I over ρ < ½), outer rim to inner density."""
+        """mean(I over ρ >= ½) / mean(I over ρ < ½), outer rim to inner density; NaN when
+        every pixel is on the border or the inner mean is 0."""
         return self.stats(channel)["rim_ratio"]
 
     @feature("1")

@@ -182,35 +182,43 @@ def _ellipse_distance(e0: float, e1: float, y0: float, y1: float) -> float:
     hyperellipsoid", Geometric Tools (2013): the closest point is
     ``(e0² y0 / (t + e0²), e1² y1 / (t + e1²))`` with ``t`` the root of
     ``F(t) = (e0 y0 / (t + e0²))² + (e1 y1 / (t + e1²))² - 1`` in ``t > -e1²``.
-    ``F`` is convex and decreasing there, so Newton's method started at
-    ``t = e1 y1 - e1²`` (where ``F >= 0``) climbs monotonically to the root.
-    Points on the major axis (``y1 = 0``) have the closed form of the paper.
+    The root is sought for ``u = t + e1² > 0``, not ``t``: near the major axis
+    ``t + e1²`` is far smaller than ``e1²`` and, formed as a sum, cancelled to 0
+    (division by zero on a nearly circular nucleus). ``F`` is convex and
+    decreasing in ``u``, so Newton's method started where ``F >= 0``, at
+    ``u = max(e1 y1, e0 y0 - (e0² - e1²))`` (first or second term of ``F`` equal
+    to 1), climbs monotonically to the root and ``u`` stays positive. Points
+    within ``1e-12 e1`` of the major axis take the closed form of the paper for
+    the axis (``y1 = 0``): the distance is 1-Lipschitz in the point, so this moves
+    it by at most ``y1``, where Newton from so small a ``u`` would crawl.
     """
-    if y1 > 0:
-        a2, b2 = e0 * e0, e1 * e1
-        t = e1 * y1 - b2
+    c = e1 * y1
+    a2, b2 = e0 * e0, e1 * e1
+    if c > 1e-12 * b2:
+        d = a2 - b2
+        u = max(c, e0 * y0 - d)
         for _ in range(60):
-            p = e0 * y0 / (t + a2)
-            q = e1 * y1 / (t + b2)
+            p = e0 * y0 / (u + d)
+            q = c / u
             f = p * p + q * q - 1.0
             if f <= 0.0:
                 break
-            df = -2.0 * (p * p / (t + a2) + q * q / (t + b2))
+            df = -2.0 * (p * p / (u + d) + q * q / u)
             step = -f / df
-            t += step
-            if step <= 1e-14 * (abs(t) + b2):
+            u += step
+            if step <= 1e-14 * u:
                 break
-        x0 = a2 * y0 / (t + a2)
-        x1 = b2 * y1 / (t + b2)
+        x0 = a2 * y0 / (u + d)
+        x1 = b2 * y1 / u
         return math.hypot(x0 - y0, x1 - y1)
     numer0 = e0 * y0
-    denom0 = e0 * e0 - e1 * e1
+    denom0 = a2 - b2
     if numer0 < denom0:
         xde0 = numer0 / denom0
         x0 = e0 * xde0
         x1 = e1 * math.sqrt(max(1.0 - xde0 * xde0, 0.0))
-        return math.hypot(x0 - y0, x1)
-    return abs(y0 - e0)
+        return math.hypot(x0 - y0, x1 - y1)
+    return math.hypot(y0 - e0, y1)
 
 
 @numba.njit(cache=True, nogil=True)
