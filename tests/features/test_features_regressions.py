@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from pathpipe._features_base import NucleusBatch
-from pathpipe._features_chromatin import compute as chromatin
-from pathpipe._features_morphology import _ellipse_distance
-from pathpipe._features_morphology import compute as morphology
-from pathpipe.features import feature_specs, nuclear_features
+from pathpipe.features.chromatin import compute as chromatin
+from pathpipe.features.morphology import _ellipse_distance
+from pathpipe.features.morphology import compute as morphology
+from pathpipe.features.registry import NucleusBatch
+from pathpipe.features.run import feature_specs, nuclear_features
 
 ZERO_DIVISION = DATA / "bugs" / "features-zero-division.npz"
 

@@ -11,7 +11,7 @@ hand from the geometry:
   length (dense sampling of the parametrisation);
 * the curvature of a rectangle's crack contour (the polygon through the
   midpoints of the pixel edges: the rectangle with its corners cut by legs of
-  ½ px) after the Gaussian smoothing of :mod:`pathpipe._features_boundary`
+  ½ px) after the Gaussian smoothing of :mod:`pathpipe.features.boundary`
   (``σ = max(0.03 P, 2 px)``, at most ``P / 4π``, along the arc length ``s``):
   the smoothed curve has tangent ``z' = T * g_σ`` and ``z'' = ΔT * g_σ``
   (``T`` the polygon's unit tangent, piecewise constant; ``ΔT`` its jumps), so
@@ -33,8 +33,9 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from pathpipe import _features_boundary, _features_morphology
-from pathpipe._features_base import NucleusBatch
+from pathpipe.features import boundary as _features_boundary
+from pathpipe.features import morphology as _features_morphology
+from pathpipe.features.registry import NucleusBatch
 
 MPP = 0.5  # µm per px: values in µm differ from values in px, and std**2 from std
 

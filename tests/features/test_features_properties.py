@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pathpipe._features_base import FAMILIES, NucleusBatch
+from pathpipe.features.registry import FAMILIES, NucleusBatch
 
-MODULES = {f: importlib.import_module(f"pathpipe._features_{f}") for f in FAMILIES}
+MODULES = {f: importlib.import_module(f"pathpipe.features.{f}") for f in FAMILIES}
 BINNED = ("intensity", "texture")
 
 SHAPES = (
