@@ -50,14 +50,12 @@ def main() -> None:
 
     import torch
 
-    from pathpipe.segmentation.metrics import evaluate_tile, summarise
-    from pathpipe.segmentation.unet import (
-        ModelConfig,
-        load_model,
-        predict_tiles,
-        pretrain_diffusion,
-        train_segmentation,
-    )
+    from pathpipe.segmentation.tile_counts import evaluate_tile, summarise
+    from pathpipe.segmentation.unet.config import ModelConfig
+    from pathpipe.segmentation.unet.diffusion import pretrain_diffusion
+    from pathpipe.segmentation.unet.io import load_model
+    from pathpipe.segmentation.unet.predict import predict_tiles
+    from pathpipe.segmentation.unet.train import train_segmentation
     from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

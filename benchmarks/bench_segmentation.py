@@ -65,7 +65,8 @@ def main() -> None:
 
     from pathpipe.io.storage import open_store
     from pathpipe.segmentation.annotations import write_annotated_dir
-    from pathpipe.segmentation.run import SegmentationParams, evaluate_segmentation
+    from pathpipe.segmentation.evaluate import evaluate_segmentation
+    from pathpipe.segmentation.params import SegmentationParams
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
     from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
     from pathpipe.tiling.run import TilingParams, run_tiling
@@ -115,7 +116,9 @@ def main() -> None:
     if args.unet:
         import torch
 
-        from pathpipe.segmentation.unet import ModelConfig, build_model, predict_tiles
+        from pathpipe.segmentation.unet.config import ModelConfig
+        from pathpipe.segmentation.unet.model import build_model
+        from pathpipe.segmentation.unet.predict import predict_tiles
 
         model = build_model(ModelConfig(classes=("tumour", "lymphocyte", "other"))).eval()
         batch = sample[:16]

@@ -13,12 +13,11 @@ from pathpipe.segmentation.metrics import (
     aji,
     detection_scores,
     dice,
-    evaluate_tile,
     instance_types,
     match_instances,
     panoptic_quality,
-    summarise,
 )
+from pathpipe.segmentation.tile_counts import evaluate_tile, summarise
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -13,14 +13,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from pathpipe.errors import ConfigError, StorageError
+from pathpipe.segmentation.evaluate import evaluate_segmentation
 from pathpipe.segmentation.export import nucleus_polygons
-from pathpipe.segmentation.run import (
-    NUCLEI_COLUMNS,
-    SegmentationParams,
-    evaluate_segmentation,
-    keep_owned,
-    run_segmentation,
-)
+from pathpipe.segmentation.params import SegmentationParams
+from pathpipe.segmentation.run import NUCLEI_COLUMNS, run_segmentation
+from pathpipe.segmentation.segmenter import keep_owned
 
 
 def _grid(n_rows: int, n_cols: int, missing: set[tuple[int, int]] = frozenset()):
@@ -279,12 +276,18 @@ def test_tiles_without_nuclei_give_empty_outputs(synthetic_slide, tmp_path):
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(StorageError, match="does not exist"):
         _run(tmp_path / "missing.zarr", tmp_path)
-    with pytest.raises(ConfigError, match=r"segmentation\.model is not set"):
+    with pytest.raises(ConfigError, match=r"segmentation\.model=None with .*expected the"):
         SegmentationParams(method="unet")
-    with pytest.raises(ConfigError, match="lacks"):
+    with pytest.raises(ConfigError, match=r"segmentation\.classes=\['a', 'b'\] lacks"):
         SegmentationParams(classes=("a", "b"))
-    with pytest.raises(ConfigError, match="method must be one of"):
+    with pytest.raises(ConfigError, match=r"segmentation\.method='stardist'; expected"):
         SegmentationParams(method="stardist")
+    with pytest.raises(ConfigError, match=r"segmentation\.classes=\['a b'\]; expected names"):
+        SegmentationParams(classes=("a b",), phenotype_model="p.json")
+    with pytest.raises(ConfigError, match=r"segmentation\.device='gpu'; expected"):
+        SegmentationParams(device="gpu")
+    with pytest.raises(ConfigError, match=r"segmentation\.stain_tiles=0; expected an integer >= 1"):
+        SegmentationParams(stain_tiles=0)
     assert not (tmp_path / "nuclei.parquet").exists()
 
 
@@ -297,6 +300,26 @@ def test_evaluation_on_the_real_nucls_tiles():
     assert scores["f1"] > 0.75 and scores["dice"] > 0.7
     assert set(scores["per_class"]) == {"non_tumour", "tumour"}
     assert 0 <= scores["pq"] <= scores["dq"] <= 1
+
+
+def test_cli_evaluate_passes_the_flat_classical_options(tmp_path):
+    from pathpipe.cli import main
+    from pathpipe.segmentation.classical import ClassicalParams
+
+    class_map = {"lymphocyte": "non_tumour", "other": "non_tumour"}
+    rc = main(
+        ["segmentation", "evaluate", "--data", str(NUCLS), "--out", str(tmp_path / "s.json"),
+         "--per-tile", str(tmp_path / "t.tsv"), "--class-map", "lymphocyte=non_tumour,other=non_tumour",
+         "--threshold", "0.6", "--no-fill-holes", "--stain", "fixed"]
+    )  # fmt: skip
+    assert rc == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert len(pd.read_csv(tmp_path / "t.tsv", sep="\t")) == 15
+    params = SegmentationParams(
+        stain="fixed", classical=ClassicalParams(threshold=0.6, fill_holes=False)
+    )
+    expected, _ = evaluate_segmentation(NUCLS, params=params, class_map=class_map)
+    assert scores == json.loads(json.dumps(expected))
 
 
 def test_evaluation_reaches_f1_09_on_generated_tiles(tmp_path):
@@ -314,7 +337,8 @@ def test_evaluation_reaches_f1_09_on_generated_tiles(tmp_path):
 
 
 def test_unet_method_runs_a_trained_model_on_a_slide(synthetic_slide, tmp_path):
-    from pathpipe.segmentation.unet import ModelConfig, train_segmentation
+    from pathpipe.segmentation.unet.config import ModelConfig
+    from pathpipe.segmentation.unet.train import train_segmentation
     from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
     slide, mask, _ = synthetic_slide

@@ -226,17 +226,28 @@ def test_fixed_threshold() -> None:
         ({"min_threshold": -1}, "min_threshold"),
         ({"smooth_um": float("nan")}, "smooth_um"),
         ({"opening_um": "1"}, "opening_um"),
-        ({"min_area_um2": 50.0, "max_area_um2": 40.0}, "smaller than max_area_um2"),
+        ({"min_area_um2": 50.0, "max_area_um2": 40.0}, "expected less than max_area_um2"),
         ({"max_area_um2": 0}, "max_area_um2"),
-        ({"split_min_distance_um": 0}, "split_min_distance_um"),
+        ({"split_min_distance_um": -0.5}, "split_min_distance_um"),
         ({"split_hematoxylin_um": -1}, "split_hematoxylin_um"),
         ({"fill_holes": 1}, "fill_holes"),
-        ({"neutral_angle_deg": 60}, "neutral_angle_deg"),
+        ({"neutral_angle_deg": 91}, "neutral_angle_deg"),
     ],
 )
 def test_params_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ClassicalParams(**kwargs)
+
+
+def test_params_take_the_bounds_of_the_config_schema() -> None:
+    # workflow/schemas/config.schema.yaml documents >= 0 and <= 90 for these
+    p = ClassicalParams(threshold=0, split_min_distance_um=0, neutral_angle_deg=90)
+    assert p.threshold == 0.0 and p.split_min_distance_um == 0.0
+    assert segment_nuclei(np.zeros((8, 8, 3), np.uint8), mpp=0.5, params=p).shape == (8, 8)
+    with pytest.raises(
+        ConfigError, match=r"segmentation\.classical\.smooth_um=-1\.0; expected a number >= 0"
+    ):
+        ClassicalParams(smooth_um=-1)
 
 
 def test_params_accept_integers_and_are_keyword_only() -> None:

@@ -16,13 +16,9 @@ import pytest
 
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.segmentation.annotations import AnnotatedTile
-from pathpipe.segmentation.unet import (
-    ModelConfig,
-    hv_maps,
-    instance_types_from_probs,
-    instances_from_maps,
-    make_targets,
-)
+from pathpipe.segmentation.unet.config import ModelConfig
+from pathpipe.segmentation.unet.postprocess import instance_types_from_probs, instances_from_maps
+from pathpipe.segmentation.unet.targets import hv_maps, make_targets
 from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 torch = pytest.importorskip("torch")
@@ -60,7 +56,7 @@ def tiles() -> list[AnnotatedTile]:
 
 @pytest.fixture(scope="module")
 def diffusion_dir(tmp_path_factory: pytest.TempPathFactory, tiles: list[AnnotatedTile]) -> Path:
-    from pathpipe.segmentation.unet import pretrain_diffusion
+    from pathpipe.segmentation.unet.diffusion import pretrain_diffusion
 
     out = tmp_path_factory.mktemp("ddpm")
     rgb = np.stack([t.rgb for t in tiles])
@@ -73,7 +69,7 @@ def diffusion_dir(tmp_path_factory: pytest.TempPathFactory, tiles: list[Annotate
 
 @pytest.fixture(scope="module")
 def scratch_run(tmp_path_factory: pytest.TempPathFactory, tiles: list[AnnotatedTile]):
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     out = tmp_path_factory.mktemp("scratch")
     return train_segmentation(
@@ -111,7 +107,11 @@ def test_light_names_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import pathpipe\n"
-        "from pathpipe.segmentation.unet import ModelConfig, hv_maps, instances_from_maps\n"
+        "from pathpipe.segmentation.unet.config import ModelConfig\n"
+        "from pathpipe.segmentation.unet.postprocess import instances_from_maps\n"
+        "from pathpipe.segmentation.unet.run import TrainingParams, train_unet\n"
+        "from pathpipe.segmentation.unet.targets import hv_maps\n"
+        "import pathpipe.cli.segmentation\n"
         "sys.exit(1 if 'torch' in sys.modules else 0)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -205,14 +205,14 @@ def test_training_from_scratch_loss_falls(scratch_run) -> None:
 
 
 def _unused_params() -> int:
-    from pathpipe.segmentation.unet import build_model
+    from pathpipe.segmentation.unet.model import build_model
 
     unet = build_model(TINY).unet
     return sum(p.numel() for m in (unet.conv_norm_out, unet.conv_out) for p in m.parameters())
 
 
 def test_training_is_deterministic(tmp_path: Path, tiles: list[AnnotatedTile]) -> None:
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     runs = [
         train_segmentation(
@@ -237,7 +237,7 @@ def test_training_is_deterministic(tmp_path: Path, tiles: list[AnnotatedTile]) -
 
 def test_classes_and_mpp_from_folder_are_checked(tmp_path: Path, tiles) -> None:
     from pathpipe.segmentation.annotations import write_annotated_dir
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     folder = write_annotated_dir(tmp_path / "ann", tiles, classes=SYNTHETIC_CLASSES, mpp=0.25)
     with pytest.raises(ConfigError, match="mpp"):
@@ -258,7 +258,7 @@ def test_classes_and_mpp_from_folder_are_checked(tmp_path: Path, tiles) -> None:
 
 
 def test_strategy_needs_init(tmp_path: Path, tiles) -> None:
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     with pytest.raises(ConfigError, match="init"):
         train_segmentation(tiles, tmp_path, config=TINY, strategy="linear", device="cpu")
@@ -267,8 +267,8 @@ def test_strategy_needs_init(tmp_path: Path, tiles) -> None:
 
 
 def test_linear_strategy_trains_only_heads(tmp_path: Path, tiles, diffusion_dir: Path) -> None:
-    from pathpipe.segmentation.unet import build_model, train_segmentation
-    from pathpipe.segmentation.unet.train import set_strategy
+    from pathpipe.segmentation.unet.model import build_model
+    from pathpipe.segmentation.unet.train import set_strategy, train_segmentation
 
     model = build_model(TINY)
     params = set_strategy(model, "linear")
@@ -297,7 +297,7 @@ def test_linear_strategy_trains_only_heads(tmp_path: Path, tiles, diffusion_dir:
 
 
 def test_decoder_strategy_freezes_encoder(tmp_path: Path, tiles, diffusion_dir: Path) -> None:
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     result = train_segmentation(
         tiles,
@@ -320,7 +320,7 @@ def test_decoder_strategy_freezes_encoder(tmp_path: Path, tiles, diffusion_dir: 
 
 
 def test_init_with_other_architecture_is_refused(tmp_path: Path, tiles, diffusion_dir) -> None:
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     wider = ModelConfig.from_dict({**TINY.to_dict(), "block_out_channels": [8, 32]})
     with pytest.raises(ConfigError, match="architecture"):
@@ -337,7 +337,7 @@ def test_init_with_other_architecture_is_refused(tmp_path: Path, tiles, diffusio
 
 
 def test_save_load_round_trip_gives_identical_predictions(scratch_run, tiles) -> None:
-    from pathpipe.segmentation.unet import load_model
+    from pathpipe.segmentation.unet.io import load_model
     from pathpipe.segmentation.unet.predict import predict_maps
 
     model, config = load_model(scratch_run.path)
@@ -355,7 +355,7 @@ def test_save_load_round_trip_gives_identical_predictions(scratch_run, tiles) ->
 def test_load_errors(tmp_path: Path, scratch_run) -> None:
     from safetensors.numpy import save_file
 
-    from pathpipe.segmentation.unet import load_model
+    from pathpipe.segmentation.unet.io import load_model
 
     with pytest.raises(StorageError, match=r"model\.safetensors"):
         load_model(tmp_path / "nowhere")
@@ -370,7 +370,8 @@ def test_load_errors(tmp_path: Path, scratch_run) -> None:
 
 
 def test_predict_tiles_odd_size_and_white(scratch_run, tiles) -> None:
-    from pathpipe.segmentation.unet import load_model, predict_tiles
+    from pathpipe.segmentation.unet.io import load_model
+    from pathpipe.segmentation.unet.predict import predict_tiles
 
     model, config = load_model(scratch_run.path)
     rgb = np.full((2, 100, 100, 3), 255, np.uint8)
@@ -391,7 +392,7 @@ def test_predict_tiles_odd_size_and_white(scratch_run, tiles) -> None:
 def test_iter_cohort_tiles_from_stores(tmp_path: Path) -> None:
     import zarr
 
-    from pathpipe.segmentation.unet import iter_cohort_tiles
+    from pathpipe.segmentation.unet.data import iter_cohort_tiles
 
     paths = []
     for k, n in enumerate((3, 1)):
@@ -409,7 +410,7 @@ def test_iter_cohort_tiles_from_stores(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         list(iter_cohort_tiles([tmp_path / "missing.zarr"], n=1, seed=0))
 
-    from pathpipe.segmentation.unet import pretrain_diffusion
+    from pathpipe.segmentation.unet.diffusion import pretrain_diffusion
 
     coarse = ModelConfig.from_dict({**TINY.to_dict(), "mpp": 1.0})
     with pytest.raises(ConfigError, match="mpp"):
@@ -421,7 +422,9 @@ def test_iter_cohort_tiles_from_stores(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_amp_train_and_predict(tmp_path: Path, tiles, diffusion_dir) -> None:
-    from pathpipe.segmentation.unet import load_model, predict_tiles, train_segmentation
+    from pathpipe.segmentation.unet.io import load_model
+    from pathpipe.segmentation.unet.predict import predict_tiles
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     result = train_segmentation(
         tiles,

@@ -30,7 +30,7 @@ BLOCKS = {
     ("tissue",): ("pathpipe.tissue", "TissueParams", ()),
     ("tiling",): ("pathpipe.tiling.run", "TilingParams", ("workers",)),
     ("segmentation",): (
-        "pathpipe.segmentation.run",
+        "pathpipe.segmentation.params",
         "SegmentationParams",
         ("classical", "workers"),
     ),

@@ -332,26 +332,6 @@ def segmentation_gpus(wildcards):
     return int(seg["method"] == "unet" and seg["device"] != "cpu")
 
 
-def segmentation_args(wildcards):
-    """Params function: `pathpipe segmentation run` options from config `segmentation`."""
-    seg = config["segmentation"]
-    args = [
-        f"--method {seg['method']}",
-        f"--classes {','.join(seg['classes'])}",
-        f"--stain {seg['stain']} --stain-tiles {seg['stain_tiles']}",
-        f"--device {seg['device']} --batch-size {seg['batch_size']}",
-        f"--seed {config['seed']}",
-    ]
-    if not seg["amp"]:
-        args.append("--no-amp")
-    for key in ("phenotype_model", "model"):
-        if seg[key]:
-            args.append(f"--{key.replace('_', '-')} {shlex.quote(str(seg[key]))}")
-    for key, value in seg["classical"].items():
-        args.append(f"--{key.replace('_', '-')} {value}")
-    return " ".join(args)
-
-
 def features_args(wildcards):
     """Params function: `pathpipe features run` options from config `features`."""
     f = config["features"]

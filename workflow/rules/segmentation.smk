@@ -15,7 +15,7 @@ rule segmentation:
         figure=report(
             "results/{slide}/segmentation.png",
             caption="../report/segmentation.rst",
-            category="Segmentation",
+            category="segmentation",
             subcategory="{slide}",
             labels={"slide": "{slide}", "figure": "nuclei"},
         ),
@@ -28,14 +28,17 @@ rule segmentation:
     resources:
         gpu=segmentation_gpus,
     params:
-        args=segmentation_args,
+        options=cli_options(config["segmentation"], skip=["classical", "workers"]),
+        classical=cli_options(config["segmentation"]["classical"]),
+        seed=config["seed"],
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe segmentation run --tiles {input.tiles:q}"
         " --labels {output.labels:q} --table {output.table:q} --geojson {output.geojson:q}"
         " --figure {output.figure:q} --summary {output.summary:q}"
-        " {params.args} --workers {threads}"
+        " {params.options} {params.classical}"
+        " --seed {params.seed} --workers {threads}"
         " > {log:q} 2>&1"
 
 
@@ -46,7 +49,7 @@ rule segmentation_summary:
         summary=report(
             "results/cohort/segmentation_summary.tsv",
             caption="../report/segmentation_summary.rst",
-            category="Segmentation",
+            category="segmentation",
             labels={"table": "segmentation summary"},
         ),
     log:

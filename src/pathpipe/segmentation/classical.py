@@ -48,6 +48,7 @@ from numbers import Real
 import numpy as np
 
 from pathpipe.errors import ConfigError
+from pathpipe.params import check_params, param
 
 __all__ = ["ClassicalParams", "segment_nuclei"]
 
@@ -99,69 +100,41 @@ class ClassicalParams:
         of neutral grey get no hematoxylin (default 5; 0 disables). Neutral
         grey deconvolves into a hematoxylin concentration about 1.2 times its
         OD, so a grey or black speck would look like a nucleus. Hematoxylin
-        itself lies 19 degrees from grey; pixels of real nuclei (NuCLS) lie
-        more than 8 degrees from it, noisy grey under 4.
+        itself lies 19 degrees from grey, so an angle that large removes the
+        nuclei too; pixels of real nuclei (NuCLS) lie more than 8 degrees from
+        grey, noisy grey under 4.
     """
 
-    threshold: str | float = "otsu"
-    min_threshold: float = 0.4
-    smooth_um: float = 0.5
-    opening_um: float = 0.5
-    min_area_um2: float = 8.0
-    max_area_um2: float = 500.0
-    split_min_distance_um: float = 2.0
-    split_hematoxylin_um: float = 1.0
-    fill_holes: bool = True
-    neutral_angle_deg: float = 5.0
+    threshold: str | float = param(
+        "otsu",
+        "'otsu' (per tile, floored at min_threshold) or a hematoxylin concentration",
+        kind="threshold",
+        ge=0,
+    )
+    min_threshold: float = param(0.4, "floor of the Otsu threshold", ge=0)
+    smooth_um: float = param(0.5, "Gaussian sigma on the hematoxylin channel, µm (0: off)", ge=0)
+    opening_um: float = param(0.5, "radius of the opening that removes specks, µm (0: off)", ge=0)
+    min_area_um2: float = param(8.0, "smallest nucleus kept, µm²", ge=0)
+    max_area_um2: float = param(500.0, "largest nucleus kept, µm²", gt=0)
+    split_min_distance_um: float = param(
+        2.0, "half-width of the window of a watershed marker, µm", ge=0
+    )
+    split_hematoxylin_um: float = param(
+        1.0, "weight of the hematoxylin in the splitting landscape, µm (0: distance only)", ge=0
+    )
+    fill_holes: bool = param(True, "fill holes inside nuclei")
+    neutral_angle_deg: float = param(
+        5.0, "pixels this close to neutral grey (degrees) get no hematoxylin (0: off)", ge=0, le=90
+    )
 
     def __post_init__(self) -> None:
-        def number(name: str, *, positive: bool) -> float:
-            v = getattr(self, name)
-            ok = isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (v > 0 if positive else v >= 0)
-            if not ok:
-                raise ConfigError(
-                    f"segmentation.classical.{name} must be a number {'>' if positive else '>='} 0, "
-                    f"received {v!r}"
-                )
-            object.__setattr__(self, name, float(v))
-            return float(v)
-
-        t = self.threshold
-        if isinstance(t, str):
-            if t != "otsu":
-                raise ConfigError(
-                    "segmentation.classical.threshold must be 'otsu' or a hematoxylin "
-                    f"concentration > 0, received {t!r}"
-                )
-        elif isinstance(t, bool) or not isinstance(t, Real) or not (0 < t < math.inf):
+        check_params(self, "segmentation.classical")
+        if self.threshold != "otsu":
+            object.__setattr__(self, "threshold", float(self.threshold))
+        if self.min_area_um2 >= self.max_area_um2:
             raise ConfigError(
-                "segmentation.classical.threshold must be 'otsu' or a hematoxylin "
-                f"concentration > 0, received {t!r}"
-            )
-        else:
-            object.__setattr__(self, "threshold", float(t))
-        number("min_threshold", positive=False)
-        number("smooth_um", positive=False)
-        number("opening_um", positive=False)
-        lo = number("min_area_um2", positive=False)
-        hi = number("max_area_um2", positive=True)
-        if lo >= hi:
-            raise ConfigError(
-                f"segmentation.classical.min_area_um2 ({lo!r}) must be smaller than "
-                f"max_area_um2 ({hi!r})"
-            )
-        number("split_min_distance_um", positive=True)
-        number("split_hematoxylin_um", positive=False)
-        if number("neutral_angle_deg", positive=False) >= 45.0:
-            raise ConfigError(
-                "segmentation.classical.neutral_angle_deg must be below 45 degrees (hematoxylin "
-                f"lies 19 degrees from grey), received {self.neutral_angle_deg!r}"
-            )
-        if not isinstance(self.fill_holes, bool):
-            raise ConfigError(
-                f"segmentation.classical.fill_holes must be true or false, "
-                f"received {self.fill_holes!r}"
+                f"segmentation.classical.min_area_um2={self.min_area_um2!r}; expected less "
+                f"than max_area_um2={self.max_area_um2!r}"
             )
 
 

@@ -1,44 +1,32 @@
-"""Nucleus descriptors and phenotypes: a built-in rule and a light trained classifier.
+"""Nucleus descriptors and the built-in phenotype rule.
 
 :func:`nucleus_descriptors` measures every nucleus of a label map (shape in µm
 and µm², hematoxylin level and texture); :func:`heuristic_phenotypes` turns
 them into ``tumour`` / ``lymphocyte`` / ``other`` with a documented rule and no
-training; :class:`PhenotypeClassifier` learns any set of classes from
-user-labelled nuclei (:func:`labelled_descriptors` measures the nuclei of
-annotated tiles) and is stored as plain JSON.
+training. A classifier trained on user-labelled nuclei, for any classes, is
+:class:`pathpipe.segmentation.classifier.PhenotypeClassifier`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pathpipe.errors import ConfigError, StorageError
+from pathpipe.errors import ConfigError
+from pathpipe.segmentation.params import DEFAULT_CLASSES
 from pathpipe.shape import convex_pixel_counts, crofton_perimeters
 
-if TYPE_CHECKING:
-    from pathpipe.segmentation.annotations import AnnotatedTile
-
 __all__ = [
-    "CLASSIFIER_FEATURES",
-    "DEFAULT_CLASSES",
     "DESCRIPTOR_COLUMNS",
     "HEURISTIC_RULE",
-    "PhenotypeClassifier",
+    "empty_descriptors",
     "heuristic_phenotypes",
-    "labelled_descriptors",
     "nucleus_descriptors",
 ]
-
-DEFAULT_CLASSES: tuple[str, ...] = ("tumour", "lymphocyte", "other")
-"""Classes of the built-in rule, :func:`heuristic_phenotypes`."""
 
 DESCRIPTOR_COLUMNS: list[str] = [
     "centroid_row",
@@ -83,22 +71,6 @@ DESCRIPTOR_COLUMNS: list[str] = [
   ``rgb`` is given, else NaN.
 """
 
-CLASSIFIER_FEATURES: tuple[str, ...] = (
-    "area_um2",
-    "perimeter_um",
-    "circularity",
-    "eccentricity",
-    "solidity",
-    "major_axis_um",
-    "minor_axis_um",
-    "mean_h",
-    "std_h",
-    "mean_h_rel",
-    "cv_h",
-)
-"""Default features of :class:`PhenotypeClassifier`: shape and stain, no
-position, no raw colour (which varies from scanner to scanner)."""
-
 HEURISTIC_RULE: dict[str, float] = {
     "lymphocyte_max_area_um2": 38.0,
     "lymphocyte_min_circularity": 0.8,
@@ -134,7 +106,8 @@ _RULE_WIDTHS: dict[str, float] = {
 # --------------------------------------------------------------------------- descriptors
 
 
-def _empty_descriptors() -> pd.DataFrame:
+def empty_descriptors() -> pd.DataFrame:
+    """The frame of :func:`nucleus_descriptors` for no nucleus: its columns, no row."""
     df = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in DESCRIPTOR_COLUMNS})
     df["touches_border"] = df["touches_border"].astype(bool)
     df.index = pd.Index([], dtype=np.int64, name="label")
@@ -195,7 +168,7 @@ def nucleus_descriptors(
     if labels.size and labels.min() < 0:
         raise ConfigError("labels has negative ids; expected 0 (background) and positive ids")
     if not labels.any():
-        return _empty_descriptors()
+        return empty_descriptors()
 
     labels = labels.astype(np.intp, copy=False)
     n = int(labels.max()) + 1
@@ -313,7 +286,8 @@ def heuristic_phenotypes(
     classes : sequence of str
         Must contain ``"tumour"`` and ``"lymphocyte"``; other names than
         ``"other"`` are never predicted (train a :class:`PhenotypeClassifier`
-        for custom classes).
+        for custom classes,
+        :class:`pathpipe.segmentation.classifier.PhenotypeClassifier`).
 
     Returns
     -------
@@ -374,320 +348,3 @@ def heuristic_phenotypes(
     codes = idx[best].astype(np.int64)
     conf = np.clip(scores[np.arange(n), best], 0.0, 1.0)
     return codes, conf
-
-
-# --------------------------------------------------------------------------- trained classifier
-
-_FORMAT = "pathpipe.phenotype_classifier"
-_VERSION = 1
-
-
-def _feature_matrix(descriptors: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    absent = [c for c in names if c not in descriptors.columns]
-    if absent:
-        raise ConfigError(
-            f"descriptors lack feature columns {absent}; expected nucleus_descriptors output"
-        )
-    return descriptors[list(names)].to_numpy(np.float64)
-
-
-class PhenotypeClassifier:
-    """Standardisation + multinomial logistic regression on nucleus descriptors.
-
-    Trained with :meth:`fit` (scikit-learn, ``class_weight="balanced"``);
-    predicting needs only NumPy: ``p = softmax(((x - mean) / scale) W^T + b)``.
-    Missing feature values (NaN) are replaced by the training mean.
-
-    Attributes
-    ----------
-    classes : tuple of str
-    feature_names : tuple of str
-    mean, scale : (F,) float64 ndarray
-        Standardisation of each feature.
-    coef : (K, F) float64 ndarray
-    intercept : (K,) float64 ndarray
-    mpp : float or None
-        µm per pixel of the training tiles (informative; features are in µm).
-    """
-
-    def __init__(
-        self,
-        *,
-        classes: Sequence[str],
-        feature_names: Sequence[str],
-        mean: np.ndarray,
-        scale: np.ndarray,
-        coef: np.ndarray,
-        intercept: np.ndarray,
-        mpp: float | None = None,
-    ) -> None:
-        self.classes = tuple(str(c) for c in classes)
-        self.feature_names = tuple(str(f) for f in feature_names)
-        self.mean = np.asarray(mean, dtype=np.float64)
-        self.scale = np.asarray(scale, dtype=np.float64)
-        self.coef = np.asarray(coef, dtype=np.float64)
-        self.intercept = np.asarray(intercept, dtype=np.float64)
-        self.mpp = None if mpp is None else float(mpp)
-        k, f = len(self.classes), len(self.feature_names)
-        shapes_ok = (
-            k >= 2
-            and len(set(self.classes)) == k
-            and f >= 1
-            and self.mean.shape == (f,)
-            and self.scale.shape == (f,)
-            and self.coef.shape == (k, f)
-            and self.intercept.shape == (k,)
-        )
-        if not shapes_ok:
-            raise ConfigError(
-                f"phenotype classifier: inconsistent shapes for {k} classes and {f} features: "
-                f"mean {self.mean.shape}, scale {self.scale.shape}, coef {self.coef.shape}, "
-                f"intercept {self.intercept.shape}; expected (F,), (F,), (K, F), (K,) "
-                "with K >= 2 distinct classes"
-            )
-        finite = all(np.isfinite(a).all() for a in (self.mean, self.scale, self.coef))
-        if not (finite and np.isfinite(self.intercept).all() and (self.scale > 0).all()):
-            raise ConfigError("phenotype classifier: parameters must be finite, scale > 0")
-
-    @classmethod
-    def fit(
-        cls,
-        descriptors: pd.DataFrame,
-        labels: Sequence[str] | np.ndarray,
-        *,
-        classes: Sequence[str],
-        seed: int = 0,
-        feature_names: Sequence[str] = CLASSIFIER_FEATURES,
-        mpp: float | None = None,
-        c: float = 1.0,
-    ) -> PhenotypeClassifier:
-        """Train on labelled nuclei.
-
-        Parameters
-        ----------
-        descriptors : pandas.DataFrame
-            :func:`nucleus_descriptors` rows, e.g. from :func:`labelled_descriptors`.
-        labels : (N,) sequence of str
-            Class name of each row; every name must be in ``classes`` and every
-            class must occur.
-        classes : sequence of str
-            Class names, in the order of the codes :meth:`predict` returns.
-        seed : int
-        feature_names : sequence of str
-        mpp : float, optional
-            Recorded with the model.
-        c : float
-            Inverse L2 regularisation strength of the logistic regression.
-
-        Returns
-        -------
-        PhenotypeClassifier
-        """
-        from sklearn.linear_model import LogisticRegression
-
-        classes = tuple(str(k) for k in classes)
-        if len(classes) < 2 or len(set(classes)) != len(classes):
-            raise ConfigError(f"classes must be >= 2 distinct names, received {list(classes)!r}")
-        y_names = np.asarray(labels).astype(str)
-        if y_names.shape != (len(descriptors),):
-            raise ConfigError(
-                f"labels has shape {y_names.shape}; expected one name per descriptor row "
-                f"({len(descriptors)},)"
-            )
-        unknown = sorted(set(y_names) - set(classes))
-        if unknown:
-            raise ConfigError(f"labels {unknown} are not in classes {list(classes)!r}")
-        absent = [k for k in classes if k not in set(y_names)]
-        if absent:
-            raise ConfigError(
-                f"no training nuclei of classes {absent}; every class in {list(classes)!r} "
-                "needs labelled examples"
-            )
-        if not (c > 0 and math.isfinite(c)):
-            raise ConfigError(f"c must be a number > 0, received {c!r}")
-        x = _feature_matrix(descriptors, feature_names)
-        mean = np.nanmean(x, axis=0)
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        x = np.where(np.isfinite(x), x, mean)
-        scale = x.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        z = (x - mean) / scale
-        y = np.array([classes.index(k) for k in y_names])
-        model = LogisticRegression(
-            C=c, class_weight="balanced", max_iter=2000, random_state=seed
-        ).fit(z, y)
-        coef, intercept = model.coef_, model.intercept_
-        if len(classes) == 2:
-            # Binary logistic regression: p(1) = sigmoid(w z + b) = softmax([-s, s]/2)[1].
-            coef = np.vstack([-coef[0] / 2.0, coef[0] / 2.0])
-            intercept = np.array([-intercept[0] / 2.0, intercept[0] / 2.0])
-        return cls(
-            classes=classes,
-            feature_names=feature_names,
-            mean=mean,
-            scale=scale,
-            coef=coef,
-            intercept=intercept,
-            mpp=mpp,
-        )
-
-    def predict_proba(self, descriptors: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, ``(N, K)`` float64 (rows sum to 1)."""
-        x = _feature_matrix(descriptors, self.feature_names)
-        x = np.where(np.isfinite(x), x, self.mean)
-        logits = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True) if len(logits) else 0.0
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        return p
-
-    def predict(self, descriptors: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Most probable class of every row.
-
-        Returns
-        -------
-        codes : (N,) int64 ndarray
-            Indices into :attr:`classes`.
-        confidence : (N,) float64 ndarray
-            Probability of the predicted class.
-        """
-        p = self.predict_proba(descriptors)
-        if not len(p):
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        codes = np.argmax(p, axis=1).astype(np.int64)
-        return codes, p[np.arange(len(p)), codes]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able parameters (the file format of :meth:`save`)."""
-        return {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "classes": list(self.classes),
-            "feature_names": list(self.feature_names),
-            "scaler_mean": self.mean.tolist(),
-            "scaler_scale": self.scale.tolist(),
-            "coef": self.coef.tolist(),
-            "intercept": self.intercept.tolist(),
-            "mpp": self.mpp,
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model as JSON (no pickle). Returns the path."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PhenotypeClassifier:
-        """Read a model written by :meth:`save`.
-
-        Raises
-        ------
-        StorageError
-            Missing or unreadable file, not JSON, not a phenotype classifier,
-            or inconsistent parameters.
-        """
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise StorageError(f"phenotype model {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StorageError(f"cannot read phenotype model {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise StorageError(
-                f"{path} is not a phenotype classifier; expected JSON with format {_FORMAT!r}"
-            )
-        if data.get("version") != _VERSION:
-            raise StorageError(
-                f"{path}: phenotype classifier version {data.get('version')!r}; "
-                f"this pathpipe reads version {_VERSION}"
-            )
-        try:
-            return cls(
-                classes=data["classes"],
-                feature_names=data["feature_names"],
-                mean=np.asarray(data["scaler_mean"], dtype=np.float64),
-                scale=np.asarray(data["scaler_scale"], dtype=np.float64),
-                coef=np.asarray(data["coef"], dtype=np.float64),
-                intercept=np.asarray(data["intercept"], dtype=np.float64),
-                mpp=data.get("mpp"),
-            )
-        except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise StorageError(f"{path}: invalid phenotype classifier: {exc}") from exc
-
-
-# --------------------------------------------------------------------------- training data
-
-
-def labelled_descriptors(
-    tiles: Iterable[AnnotatedTile],
-    *,
-    mpp: float,
-    classes: Sequence[str],
-    stain_matrix: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Descriptors and class names of the ground-truth nuclei of annotated tiles.
-
-    Each nucleus of a tile's ``inst_map`` is measured with
-    :func:`nucleus_descriptors` (hematoxylin from colour deconvolution with
-    ``stain_matrix``, default :data:`pathpipe.stain.RUIFROK_HE`; ``mean_h_rel``
-    relative to all nuclei of the tile) and named by the majority of its
-    ``type_map`` pixels (type ``k`` is ``classes[k - 1]``). Nuclei whose
-    majority type is 0 (unlabelled) are skipped.
-
-    Parameters
-    ----------
-    tiles : iterable of AnnotatedTile
-        Every tile needs a ``type_map``.
-    mpp : float
-    classes : sequence of str
-    stain_matrix : (3, 3) float ndarray, optional
-
-    Returns
-    -------
-    descriptors : pandas.DataFrame
-        Columns ``tile`` (name), ``label`` (id in the tile's ``inst_map``) and
-        :data:`DESCRIPTOR_COLUMNS`; a fresh integer index.
-    names : (N,) str ndarray
-        Class name of each row.
-    """
-    from pathpipe.stain import hematoxylin_channel
-
-    classes = tuple(str(c) for c in classes)
-    frames, names = [], []
-    for tile in tiles:
-        if tile.type_map is None:
-            raise ConfigError(f"tile {tile.name!r} has no type_map; expected typed annotations")
-        inst = np.asarray(tile.inst_map)
-        types = np.asarray(tile.type_map).astype(np.int64)
-        top = int(types.max(initial=0))
-        if top > len(classes):
-            raise ConfigError(
-                f"tile {tile.name!r} has type {top} but only {len(classes)} classes "
-                f"{list(classes)!r}"
-            )
-        h = hematoxylin_channel(tile.rgb, stain_matrix)
-        desc = nucleus_descriptors(inst, h, mpp=mpp, rgb=tile.rgb)
-        if desc.empty:
-            continue
-        # Majority type per nucleus: count (id, type) pairs on nucleus pixels.
-        fg = inst > 0
-        n_ids = int(inst.max()) + 1
-        counts = np.bincount(
-            inst[fg].astype(np.int64) * (len(classes) + 1) + types[fg],
-            minlength=n_ids * (len(classes) + 1),
-        ).reshape(n_ids, len(classes) + 1)
-        major = np.argmax(counts, axis=1)[desc.index.to_numpy()]
-        keep = major > 0
-        d = desc[keep].reset_index()
-        d.insert(0, "tile", tile.name)
-        frames.append(d)
-        names.append(np.asarray(classes, dtype=object)[major[keep] - 1])
-    if not frames:
-        empty = _empty_descriptors().reset_index()
-        empty.insert(0, "tile", pd.Series(dtype=object))
-        return empty, np.zeros(0, dtype=str)
-    return pd.concat(frames, ignore_index=True), np.concatenate(names).astype(str)

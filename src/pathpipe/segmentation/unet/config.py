@@ -13,12 +13,17 @@ from typing import Any
 
 from pathpipe.errors import ConfigError
 
-__all__ = ["ModelConfig"]
+__all__ = ["STRATEGIES", "ModelConfig"]
+
+#: Fine-tuning strategies of :func:`pathpipe.segmentation.unet.train.train_segmentation`
+#: (scratch, or from a pretrained diffusion UNet: linear, decoder, full); all but
+#: ``scratch`` need a checkpoint.
+STRATEGIES = ("scratch", "linear", "decoder", "full")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of :class:`pathpipe.segmentation.unet.SegmentationNet` and of the DDPM it can start from.
+    """Architecture of :class:`pathpipe.segmentation.unet.model.SegmentationNet` and of the DDPM it can start from.
 
     The backbone is a :class:`diffusers.UNet2DModel` with one level per entry of
     ``block_out_channels``; every level but the last halves the resolution, so

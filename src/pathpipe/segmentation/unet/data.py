@@ -149,7 +149,7 @@ def segmentation_batches(
 
     Each sample is a uniformly drawn tile, randomly cropped to ``crop_size``
     and transformed by :func:`augment`; the targets are computed on the crop
-    (:func:`pathpipe.segmentation.unet.make_targets`), so a nucleus cut by the crop border
+    (:func:`pathpipe.segmentation.unet.targets.make_targets`), so a nucleus cut by the crop border
     gets the centroid of its visible part, as the network sees it.
 
     Yields

@@ -10,7 +10,7 @@ NeurIPS 2020. With the linear variance schedule ``β_1 = 1e-4 … β_T = 0.02``
    :meth:`diffusers.DDPMScheduler.add_noise`);
 3. minimises the simplified objective ``‖ε - ε_θ(x_t, t)‖²`` (eq. 14).
 
-``ε_θ`` is the :class:`diffusers.UNet2DModel` of :func:`pathpipe.segmentation.unet.build_unet`,
+``ε_θ`` is the :class:`diffusers.UNet2DModel` of :func:`pathpipe.segmentation.unet.model.build_unet`,
 the same architecture as the segmentation backbone, so
 ``train_segmentation(init=out_dir)`` loads it unchanged. No EMA of the weights
 is kept (Ho et al. use one for sampling; the backbone is fine-tuned anyway).

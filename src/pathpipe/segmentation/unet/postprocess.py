@@ -111,7 +111,7 @@ def instances_from_maps(
     fg_prob : (H, W) float ndarray
         Probability that a pixel is nuclear.
     hv : (2, H, W) float ndarray
-        Horizontal and vertical distance maps (:func:`pathpipe.segmentation.unet.hv_maps`).
+        Horizontal and vertical distance maps (:func:`pathpipe.segmentation.unet.targets.hv_maps`).
     fg_threshold : float
         Nuclear pixels are ``fg_prob >= fg_threshold`` (0.5).
     marker_threshold : float

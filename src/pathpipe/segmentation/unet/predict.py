@@ -143,15 +143,15 @@ def predict_tiles(
 
     Runs the network batched under :func:`torch.inference_mode`
     (:func:`predict_maps`), then HoVer-Net post-processing per tile
-    (:func:`pathpipe.segmentation.unet.instances_from_maps`) and per-nucleus types
-    (:func:`pathpipe.segmentation.unet.instance_types_from_probs`). Any tile size works;
+    (:func:`pathpipe.segmentation.unet.postprocess.instances_from_maps`) and per-nucleus types
+    (:func:`pathpipe.segmentation.unet.postprocess.instance_types_from_probs`). Any tile size works;
     tiles should be at ``config.mpp``.
 
     Parameters
     ----------
     model : SegmentationNet
     config : ModelConfig
-        The model's config (as returned by :func:`pathpipe.segmentation.unet.load_model`).
+        The model's config (as returned by :func:`pathpipe.segmentation.unet.io.load_model`).
     tiles : (B, H, W, 3) uint8 ndarray
         A single (H, W, 3) tile is accepted too.
     device : str or torch.device, optional
@@ -161,7 +161,7 @@ def predict_tiles(
     amp : bool
         Autocast on CUDA.
     fg_threshold, marker_threshold, sobel_size, min_area
-        Post-processing parameters of :func:`pathpipe.segmentation.unet.instances_from_maps`.
+        Post-processing parameters of :func:`pathpipe.segmentation.unet.postprocess.instances_from_maps`.
 
     Returns
     -------

@@ -29,7 +29,7 @@ import torch
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.annotations import AnnotatedDir, AnnotatedTile
 from pathpipe.segmentation.unet._loop import LoopSettings, TrainResult, train_and_save
-from pathpipe.segmentation.unet.config import ModelConfig
+from pathpipe.segmentation.unet.config import STRATEGIES, ModelConfig
 from pathpipe.segmentation.unet.data import (
     check_mpp,
     resolve_annotated,
@@ -61,8 +61,6 @@ DEFAULT_LR = 1e-3
 #: on frozen features trains a few hundred weights and needs a larger step (with 1e-3
 #: its loss barely moved in 200 steps; benchmarks/README.md).
 LINEAR_LR = 1e-2
-#: Fine-tuning strategies (module docstring); all but ``scratch`` need ``init``.
-STRATEGIES = ("scratch", "linear", "decoder", "full")
 
 
 def set_strategy(model: SegmentationNet, strategy: str) -> list[torch.nn.Parameter]:
@@ -150,12 +148,12 @@ def train_segmentation(
         Annotated tiles (:mod:`pathpipe.segmentation.annotations`). A folder's
         ``classes.json`` gives the classes and the MPP.
     out_dir : path-like
-        Where :func:`pathpipe.segmentation.unet.save_model` writes the model.
+        Where :func:`pathpipe.segmentation.unet.io.save_model` writes the model.
     config : ModelConfig, optional
         Architecture and MPP. Default: the ``model_config`` of ``init`` when
         given, else ``ModelConfig()``. Empty ``classes`` are taken from the data.
     init : path-like, optional
-        Diffusion checkpoint directory (:func:`pathpipe.segmentation.unet.pretrain_diffusion`);
+        Diffusion checkpoint directory (:func:`pathpipe.segmentation.unet.diffusion.pretrain_diffusion`);
         required by every strategy but ``scratch``.
     strategy : {"scratch", "linear", "decoder", "full"}
         See the module docstring.
