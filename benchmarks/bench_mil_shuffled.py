@@ -87,7 +87,8 @@ def main() -> None:
 
     import torch
 
-    from pathpipe.mil.cohort import AMIL_METHOD, RF_METHOD, MILParams, run_cross_validation
+    from pathpipe.mil.crossval import AMIL_METHOD, RF_METHOD, run_cross_validation
+    from pathpipe.mil.params import MILParams
 
     torch.set_num_threads(args.threads)
     logging.getLogger("pathpipe.mil.cohort").setLevel(logging.ERROR)  # the 0/1-tile slides

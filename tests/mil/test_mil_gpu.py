@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from pathpipe.mil import predict_amil, train_amil  # noqa: E402
+from pathpipe.mil.train import predict_amil, train_amil  # noqa: E402
 
 N_FEATURES, N_INFORMATIVE, SHIFT = 20, 3, 1.5
 # float32 on both devices (TF32 off): slide probabilities and tile attention

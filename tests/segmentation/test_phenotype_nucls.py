@@ -17,7 +17,7 @@ import pytest
 
 from conftest import DATA
 from pathpipe.segmentation.annotations import read_annotated_dir
-from pathpipe.segmentation.phenotype import PhenotypeClassifier, labelled_descriptors
+from pathpipe.segmentation.classifier import PhenotypeClassifier, labelled_descriptors
 from pathpipe.stain import estimate_stain_matrix
 
 MEASURED = {  # stain method -> (tumour, non-tumour) accuracy on the test tiles

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pathpipe.segmentation.annotations import AnnotatedTile
-from pathpipe.segmentation.metrics import evaluate_tile, summarise
-from pathpipe.segmentation.unet import ModelConfig
+from pathpipe.segmentation.tile_counts import evaluate_tile, summarise
+from pathpipe.segmentation.unet.config import ModelConfig
 from pathpipe.synthetic.tiles import SYNTHETIC_CLASSES, synthetic_annotated_tiles
 
 torch = pytest.importorskip("torch")
@@ -54,7 +54,7 @@ def held_out() -> list[AnnotatedTile]:
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pathpipe.segmentation.unet import train_segmentation
+    from pathpipe.segmentation.unet.train import train_segmentation
 
     tiles = list(
         synthetic_annotated_tiles(n_tiles=8, tile_size=64, mpp=MPP, seed=1, slide_size=2048)
@@ -89,7 +89,9 @@ def _scores(tiles: list[AnnotatedTile], preds: list) -> dict:
 
 @pytest.mark.slow
 def test_briefly_trained_unet_detects_nuclei(trained_dir: Path, held_out) -> None:
-    from pathpipe.segmentation.unet import build_model, load_model, predict_tiles
+    from pathpipe.segmentation.unet.io import load_model
+    from pathpipe.segmentation.unet.model import build_model
+    from pathpipe.segmentation.unet.predict import predict_tiles
 
     model, config = load_model(trained_dir)
     rgb = np.stack([t.rgb for t in held_out])
@@ -114,8 +116,9 @@ def test_briefly_trained_unet_regresses_the_hv_maps(trained_dir: Path, held_out)
     Detection F1 hardly sees the HV branch on these sparse nuclei (a blob without
     a marker stays one nucleus); this catches negated or swapped HV maps.
     """
-    from pathpipe.segmentation.unet import hv_maps, load_model
+    from pathpipe.segmentation.unet.io import load_model
     from pathpipe.segmentation.unet.predict import predict_maps
+    from pathpipe.segmentation.unet.targets import hv_maps
 
     model, _ = load_model(trained_dir)
     hv = predict_maps(model, np.stack([t.rgb for t in held_out]), device="cpu")["hv"]
@@ -140,8 +143,8 @@ def test_cuda_predictions_equal_cpu_predictions(trained_dir: Path, held_out) -> 
     CUDA, bfloat16) looser: mean probability difference <= 0.02 and detection
     F1 >= 0.9 against the CPU's nuclei (not measured here: no GPU was lent).
     """
-    from pathpipe.segmentation.unet import load_model, predict_tiles
-    from pathpipe.segmentation.unet.predict import predict_maps
+    from pathpipe.segmentation.unet.io import load_model
+    from pathpipe.segmentation.unet.predict import predict_maps, predict_tiles
 
     cpu_model, config = load_model(trained_dir, device="cpu")
     gpu_model, _ = load_model(trained_dir, device="cuda")
