@@ -10,7 +10,8 @@ nuclei of generated tiles), in one run:
    features; one extractor built once, ``binWidth`` 25). It is timed twice: all
    six classes, and without shape2D (88 features, exactly the ones pathpipe's
    intensity and texture families share with it).
-2. **pathpipe** — ``_features_intensity.compute`` + ``_features_texture.compute``
+2. **pathpipe** — ``pathpipe.features.intensity.compute`` +
+   ``pathpipe.features.texture.family.compute``
    per tile (all nuclei of the tile at once), same channel and settings: the 88
    shared features. Numba kernels are compiled (or loaded from cache) before
    timing.
@@ -109,8 +110,8 @@ def run_pyradiomics(tiles, *, shape: bool) -> tuple[float, float, int, dict]:
 def run_pathpipe(tiles, repeats: int) -> tuple[float, float, int, dict]:
     """Best-of-``repeats`` CPU and wall seconds, nuclei and ``{(tile, label): features}``."""
     from pathpipe.features import intensity as _features_intensity
-    from pathpipe.features import texture as _features_texture
     from pathpipe.features.registry import NucleusBatch
+    from pathpipe.features.texture import family as _features_texture
 
     batches = [
         (
@@ -147,7 +148,7 @@ def run_pathpipe(tiles, repeats: int) -> tuple[float, float, int, dict]:
 def max_rel_error(ours: dict, ref: dict) -> tuple[float, int]:
     """Largest relative difference (floor 1e-9) over the shared features and nuclei compared."""
     from pathpipe.features import intensity as _features_intensity
-    from pathpipe.features import texture as _features_texture
+    from pathpipe.features.texture import family as _features_texture
 
     specs = _features_intensity.feature_specs(["grey"]) + _features_texture.feature_specs(["grey"])
     worst = 0.0

@@ -42,6 +42,7 @@ __all__ = [
     "add_options",
     "check_params",
     "comma_list",
+    "key_integers",
     "key_values",
     "otsu_or_number",
     "param",
@@ -64,6 +65,7 @@ def param(
     choices: Sequence[Any] | None = None,
     nullable: bool | None = None,
     items: Sequence[str] | None = None,
+    values: str = "float",
     cli: bool = True,
 ) -> Any:
     """A dataclass field carrying its default, help text, type and bounds.
@@ -86,7 +88,10 @@ def param(
     nullable
         Whether None is allowed; default: when ``default`` is None.
     items
-        Allowed keys of a mapping.
+        Allowed keys of a mapping; its schema then lists them, each with its
+        default from ``default``.
+    values
+        ``"float"`` or ``"int"``: the numbers of a mapping.
     cli
         False for a field the command line does not set (it is passed otherwise).
     """
@@ -94,6 +99,8 @@ def param(
         kind = _guess_kind(default)
     if kind not in _KINDS:
         raise ValueError(f"param kind {kind!r}; expected one of {_KINDS}")
+    if values not in ("float", "int"):
+        raise ValueError(f"param values {values!r}; expected 'float' or 'int'")
     meta = {
         "help": help,
         "kind": kind,
@@ -104,6 +111,7 @@ def param(
         "choices": tuple(choices) if choices is not None else None,
         "nullable": default is None if nullable is None else nullable,
         "items": tuple(items) if items is not None else None,
+        "values": values,
         "cli": cli,
     }
     if isinstance(default, dict):
@@ -157,7 +165,7 @@ def _expected(m: Mapping[str, Any]) -> str:
         "float": "a number",
         "str": "a string",
         "list": "a list of names",
-        "mapping": "a mapping of names to numbers",
+        "mapping": f"a mapping of names to {'integers' if m['values'] == 'int' else 'numbers'}",
         "threshold": "'otsu' or a number",
     }[kind]
     bounds = _bounds_text(m)
@@ -207,7 +215,8 @@ def _value_ok(value: Any, m: Mapping[str, Any]) -> bool:
         return ok
     else:  # mapping
         ok = isinstance(value, dict) and all(
-            isinstance(k, str) and _number_ok(v, m, integer=False) for k, v in value.items()
+            isinstance(k, str) and _number_ok(v, m, integer=m["values"] == "int")
+            for k, v in value.items()
         )
         if ok and m["items"] is not None:
             ok = all(k in m["items"] for k in value)
@@ -275,6 +284,16 @@ def key_values(value: str) -> dict[str, float]:
     return out
 
 
+def key_integers(value: str) -> dict[str, int]:
+    """Command-line parser of a mapping to integers: ``"h=16"`` -> ``{"h": 16}``."""
+    out: dict[str, int] = {}
+    for key, number in key_values(value).items():
+        if not number.is_integer():
+            raise argparse.ArgumentTypeError(f"expected an integer for {key!r}, got {number:g}")
+        out[key] = int(number)
+    return out
+
+
 def _nullable(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_or_none(value: str) -> Any:
         return None if value.lower() in ("none", "null") else parse(value)
@@ -325,6 +344,8 @@ def add_options(
             )
             continue
         parse = _PARSERS[m["kind"]]
+        if m["kind"] == "mapping" and m["values"] == "int":
+            parse = key_integers
         if m["nullable"]:
             parse = _nullable(parse)
         choices = m["choices"] if m["kind"] in ("str", "int") else None
@@ -357,8 +378,9 @@ def schema_properties(cls: type) -> dict[str, dict[str, Any]]:
 
     Each property has ``type`` (a list when nullable), ``default``, the bounds
     (``minimum``, ``exclusiveMinimum``, ``maximum``, ``exclusiveMaximum``) and
-    ``enum`` (``items.enum`` for a list); the description is free text in the
-    schema and is not compared.
+    ``enum`` (``items.enum`` for a list); a mapping with ``items`` lists each key
+    (with its default, if the default mapping has one). The description is free
+    text in the schema and is not compared.
     """
     out: dict[str, dict[str, Any]] = {}
     for f in _fields(cls):
@@ -385,9 +407,13 @@ def schema_properties(cls: type) -> dict[str, dict[str, Any]]:
             if kind in ("int", "float"):
                 prop.update(_bounds_schema(m))
             if kind == "mapping":
-                value_schema = {"type": "number", **_bounds_schema(m)}
+                number = "integer" if m["values"] == "int" else "number"
+                value_schema = {"type": number, **_bounds_schema(m)}
                 if m["items"] is not None:
-                    prop["properties"] = {k: value_schema for k in m["items"]}
+                    prop["properties"] = {
+                        k: {**value_schema, **({"default": default[k]} if k in default else {})}
+                        for k in m["items"]
+                    }
                     prop["additionalProperties"] = False
                 else:
                     prop["additionalProperties"] = value_schema

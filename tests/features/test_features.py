@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from pathpipe.errors import ConfigError
+from pathpipe.features.dictionary import feature_dictionary
 from pathpipe.features.registry import FAMILIES
 from pathpipe.features.run import (
     FeatureParams,
-    feature_dictionary,
     feature_specs,
     nuclear_features,
     run_features,

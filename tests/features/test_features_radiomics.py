@@ -1,6 +1,6 @@
 """Intensity and texture families against PyRadiomics, the oracle, on real nuclei.
 
-Every feature of ``_features_intensity`` and ``_features_texture`` names the
+Every feature of ``features.intensity`` and ``features.texture`` names the
 PyRadiomics feature it equals; here each is compared with PyRadiomics 3 run on
 real NuCLS nuclei (``tests/data/nucls``) with the same settings, in both
 discretisation modes, and on degenerate nuclei.
@@ -34,8 +34,11 @@ import pytest
 
 from conftest import DATA
 from pathpipe.errors import ConfigError
-from pathpipe.features import intensity, texture
+from pathpipe.features import intensity
+from pathpipe.features.binning import discretise
+from pathpipe.features.pixels import prepare
 from pathpipe.features.registry import NucleusBatch
+from pathpipe.features.texture import family as texture
 from pathpipe.segmentation.annotations import read_annotated_dir
 from pathpipe.stain import hematoxylin_channel
 
@@ -342,12 +345,12 @@ def test_discretisation_is_pyradiomics_binimage(setting: dict) -> None:
     img[labels == 4] = 50.0
     img[labels == 5] *= 0.1
     ids = np.arange(1, 6)
-    px = intensity.group_pixels(NucleusBatch(labels=labels, ids=ids, channels={}))
+    px = prepare(NucleusBatch(labels=labels, ids=ids, channels={}))
     x = img.ravel()[px.flat]
     mode, value = (
         ("width", setting["binWidth"]) if "binWidth" in setting else ("count", setting["binCount"])
     )
-    levels, ng = intensity.discretise(x, px, mode, value)
+    levels, ng = discretise(x, px, mode, value)
     for k, lab in enumerate(ids):
         m = labels == lab
         want, _ = imageoperations.binImage(img.copy(), m, **setting)

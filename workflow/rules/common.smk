@@ -332,25 +332,6 @@ def segmentation_gpus(wildcards):
     return int(seg["method"] == "unet" and seg["device"] != "cpu")
 
 
-def features_args(wildcards):
-    """Params function: `pathpipe features run` options from config `features`."""
-    f = config["features"]
-    args = [
-        f"--families {','.join(f['families'])}",
-        f"--channels {','.join(f['channels'])}",
-        f"--graph {f['graph']} --graph-k {f['graph_k']}",
-    ]
-    if f["bin_width"]:
-        args.append("--bin-width " + ",".join(f"{k}={v}" for k, v in f["bin_width"].items()))
-    if f["bin_count"]:
-        args.append("--bin-count " + ",".join(f"{k}={v}" for k, v in f["bin_count"].items()))
-    if f["per_phenotype"]:
-        args.append(f"--per-phenotype {','.join(f['per_phenotype'])}")
-    if f["aggregate_border_nuclei"]:
-        args.append("--aggregate-border-nuclei")
-    return " ".join(args)
-
-
 # ---- provenance ----------------------------------------------------------------
 
 

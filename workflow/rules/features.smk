@@ -15,7 +15,7 @@ rule features:
         figure=report(
             "results/{slide}/features.png",
             caption="../report/features.rst",
-            category="Features",
+            category="features",
             subcategory="{slide}",
             labels={"slide": "{slide}", "figure": "feature distributions"},
         ),
@@ -25,12 +25,12 @@ rule features:
         "logs/benchmarks/features/{slide}.tsv"
     threads: config["features"]["workers"]
     params:
-        args=features_args,
+        options=cli_options(config["features"], skip=["workers", "preprocessing"]),
     conda:
         "../../envs/pathpipe.yaml"
     shell:
         "pathpipe features run --tiles {input.tiles:q} --labels {input.labels:q}"
         " --nuclei {input.nuclei:q} --nuclear-out {output.nuclear:q}"
         " --tile-out {output.tile:q} --figure {output.figure:q}"
-        " {params.args} --workers {threads}"
+        " {params.options} --workers {threads}"
         " > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-"""Chromatin family: amount and spatial distribution of chromatin in each nucleus (private).
+"""Chromatin family: amount and spatial distribution of chromatin in each nucleus.
 
 After Young, Verbeek & Mayall, "Characterization of chromatin distribution in
 cell nuclei", Cytometry 7:467-474 (1986): integrated optical density, the
@@ -30,9 +30,8 @@ import numba
 import numpy as np
 
 from pathpipe.errors import ConfigError
-from pathpipe.features.boundary import centroids
-from pathpipe.features.geometry import Nuclei, evaluate, feature, prepare, specs_of
-from pathpipe.features.registry import FeatureSpec, NucleusBatch
+from pathpipe.features.pixels import Nuclei, centroids, prepare
+from pathpipe.features.registry import FeatureSpec, NucleusBatch, evaluate, feature, specs_of
 
 __all__ = ["compute", "feature_specs"]
 
@@ -197,6 +196,7 @@ class Chromatin:
     """
 
     family = FAMILY
+    channel_argument = True  # one instance for all channels: methods take the channel
 
     def __init__(
         self,

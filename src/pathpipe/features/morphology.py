@@ -1,10 +1,10 @@
-"""Morphology family: irregularity of the nuclear outline (private).
+"""Morphology family: irregularity of the nuclear outline.
 
 "Advanced morphology": how far a nucleus departs from a convex, smooth,
 elliptical outline -- convexity deficiency, concavities (pockets between the
 contour and its convex hull), box-counting fractal dimension, bending energy,
 distance to the moment ellipse and roughness. All computed on the crack contour
-of :mod:`pathpipe.features.boundary` (the outer boundary of the largest
+of :mod:`pathpipe.features.contours` (the outer boundary of the largest
 8-connected component, through the midpoints of the pixel edges), raw or
 resampled and Gaussian-smoothed as described there.
 """
@@ -17,23 +17,17 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from pathpipe.features.boundary import (
-    SIGMA_FRACTION,
-    centroids,
+from pathpipe.features.contours import SIGMA_FRACTION, smooth_curves, trace_contours
+from pathpipe.features.hull import convex_hull, lex_argsort
+from pathpipe.features.pixels import Nuclei, centroids, prepare
+from pathpipe.features.registry import (
+    FeatureSpec,
+    NucleusBatch,
     check_settings,
-    smooth_curves,
-    trace_contours,
-)
-from pathpipe.features.geometry import (
-    Nuclei,
-    convex_hull,
     evaluate,
     feature,
-    lex_argsort,
-    prepare,
     specs_of,
 )
-from pathpipe.features.registry import FeatureSpec, NucleusBatch
 from pathpipe.shape import convex_pixel_counts
 
 __all__ = ["compute", "feature_specs"]
@@ -257,7 +251,7 @@ class Morphology:
 
     Notation: ``A`` area, ``s`` = mpp, ``d_eq = sqrt(4A/π)``, ``C`` the raw crack
     contour, ``C̃`` the smoothed contour with curvature ``κ_j`` (1/µm) and arc-length
-    weight ``w_j`` (:mod:`pathpipe.features.boundary`).
+    weight ``w_j`` (:mod:`pathpipe.features.contours`).
     """
 
     family = FAMILY
@@ -422,7 +416,7 @@ def compute(
     batch : NucleusBatch
     sigma_fraction : float
         Contour smoothing σ as a fraction of the perimeter (floor 2 px), as in
-        :mod:`pathpipe.features.boundary`.
+        :mod:`pathpipe.features.contours`.
     concavity_min_depth_um : float
         Depth from which a pocket counts as a concavity (never below 1 px).
 

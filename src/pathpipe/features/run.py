@@ -28,17 +28,19 @@ Intensity channels (``FeatureParams.channels``):
     Luma ``0.299 R + 0.587 G + 0.114 B`` on 0-255.
 
 The feature list with units and definitions is generated from the code into
-``docs/features.md`` (``pathpipe features dictionary``).
+``docs/features.md`` (``pathpipe features dictionary``,
+:mod:`pathpipe.features.dictionary`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,15 @@ import numpy as np
 from pathpipe.errors import ConfigError
 from pathpipe.features.registry import FAMILIES, FeatureSpec, NucleusBatch
 from pathpipe.io.workers import ordered_map
+from pathpipe.params import check_params, param
 
 __all__ = [
     "CHANNELS",
     "FeatureParams",
-    "feature_dictionary",
+    "SlideContext",
+    "family_modules",
     "feature_specs",
+    "features_of_tile",
     "nuclear_features",
     "run_features",
     "tile_features",
@@ -69,87 +74,80 @@ _BINNED = ("intensity", "texture")
 class FeatureParams:
     """Parameters of the features stage (config block ``features:``).
 
-    Attributes
-    ----------
-    families : tuple of str
-        Nuclear feature families to compute (default: all six).
-    channels : tuple of str
-        Intensity channels of the intensity, texture and chromatin families.
-    bin_width : dict
-        PyRadiomics fixed bin width per channel (``binWidth``), in the channel's
-        unit; channels listed in ``bin_count`` use that instead.
-    bin_count : dict
-        PyRadiomics fixed bin count per channel (``binCount``).
-    per_phenotype : tuple of str
-        Phenotypes whose nuclei also get their own ``_med`` / ``_std`` columns.
-    aggregate_border_nuclei : bool
-        Include nuclei touching the tile edge (cut, so their shape is unreliable) in
-        the ``_med`` / ``_std`` aggregates; counts, densities and graphs always
-        include them.
-    graph : {"knn", "delaunay"}
-    graph_k : int
-        Neighbours of the kNN cell graph.
-    workers : int or None
-        Worker processes (default: CPU count).
+    ``workers`` is the job's threads in the workflow (``features.workers``).
     """
 
-    families: tuple[str, ...] = FAMILIES
-    channels: tuple[str, ...] = CHANNELS
-    bin_width: dict[str, float] = field(default_factory=lambda: {"h": 10.0, "grey": 8.0})
-    bin_count: dict[str, int] = field(default_factory=dict)
-    per_phenotype: tuple[str, ...] = ()
-    aggregate_border_nuclei: bool = False
-    graph: str = "knn"
-    graph_k: int = 5
-    workers: int | None = None
+    families: tuple[str, ...] = param(
+        FAMILIES, "nuclear feature families to compute", choices=FAMILIES
+    )
+    channels: tuple[str, ...] = param(
+        CHANNELS,
+        "intensity channels of the intensity, texture and chromatin families "
+        "(h: hematoxylin optical density x 100; grey: luma 0-255)",
+        choices=CHANNELS,
+    )
+    bin_width: dict[str, float] = param(
+        {"h": 10.0, "grey": 8.0},
+        "PyRadiomics fixed bin width (binWidth) per channel, in the channel's unit",
+        gt=0,
+        items=CHANNELS,
+    )
+    bin_count: dict[str, int] = param(
+        {},
+        "PyRadiomics fixed bin count (binCount) per channel; a channel listed here "
+        "ignores bin_width",
+        ge=1,
+        items=CHANNELS,
+        values="int",
+    )
+    per_phenotype: tuple[str, ...] = param(
+        (), "phenotypes whose nuclei also get their own median/std tile columns"
+    )
+    aggregate_border_nuclei: bool = param(
+        False,
+        "include nuclei cut by the tile edge in the median/std aggregates (counts, "
+        "densities and graphs always include them)",
+    )
+    graph: str = param("knn", "cell graph of each tile", choices=("knn", "delaunay"))
+    graph_k: int = param(5, "neighbours per nucleus of the kNN cell graph", ge=1)
+    workers: int | None = param(None, "worker processes (default: the CPU count)", kind="int", ge=1)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "families", tuple(self.families))
-        object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "per_phenotype", tuple(self.per_phenotype))
-        bad = [f for f in self.families if f not in FAMILIES]
-        if bad or not self.families:
+        check_params(self, "features")
+        if not self.families:
             raise ConfigError(
-                f"features.families {list(self.families)!r}; expected a non-empty subset of "
-                f"{list(FAMILIES)}"
+                f"features.families=[]; expected a non-empty subset of {list(FAMILIES)}"
             )
-        bad = [c for c in self.channels if c not in CHANNELS]
-        if bad or not self.channels:
+        if not self.channels:
             raise ConfigError(
-                f"features.channels {list(self.channels)!r}; expected a non-empty subset of "
-                f"{list(CHANNELS)}"
+                f"features.channels=[]; expected a non-empty subset of {list(CHANNELS)}"
             )
         for c in self.channels:
-            if c in self.bin_count:
-                if not (isinstance(self.bin_count[c], int) and self.bin_count[c] >= 1):
-                    raise ConfigError(
-                        f"features.bin_count.{c}={self.bin_count[c]!r}; expected an integer >= 1"
-                    )
-            elif not self.bin_width.get(c, 0) > 0:
+            if c not in self.bin_count and not self.bin_width.get(c, 0) > 0:
                 raise ConfigError(
                     f"features.bin_width.{c}={self.bin_width.get(c)!r}; expected a number > 0 "
                     f"(or set features.bin_count.{c})"
                 )
-        if self.graph not in ("knn", "delaunay"):
-            raise ConfigError(f"features.graph={self.graph!r}; expected 'knn' or 'delaunay'")
-        if not (isinstance(self.graph_k, int) and self.graph_k >= 1):
-            raise ConfigError(f"features.graph_k={self.graph_k!r}; expected an integer >= 1")
-        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
-            raise ConfigError(
-                f"features.workers={self.workers!r}; expected a positive integer or null"
-            )
 
     def binning(self) -> dict[str, dict]:
+        """The ``bin_width`` and ``bin_count`` settings of the binned families."""
         bc = {c: self.bin_count[c] for c in self.channels if c in self.bin_count}
         bw = {c: float(self.bin_width[c]) for c in self.channels if c not in bc}
         return {"bin_width": bw or None, "bin_count": bc or None}
 
 
-def _module(family: str) -> Any:
-    """The module of a feature family: an explicit table, so imports stay visible."""
-    from pathpipe.features import boundary, chromatin, geometry, intensity, morphology, texture
+def family_modules() -> dict[str, Any]:
+    """The module of every feature family, by name: an explicit table, so imports stay visible.
 
-    modules = {
+    Each module has ``FAMILY`` (its name), ``feature_specs(channels)`` and
+    ``compute(batch, **settings)`` (:mod:`pathpipe.features.registry`). The
+    imports are here, not at the top, so that importing this module compiles no
+    kernel.
+    """
+    from pathpipe.features import boundary, chromatin, geometry, intensity, morphology
+    from pathpipe.features.texture import family as texture
+
+    return {
         "geometry": geometry,
         "intensity": intensity,
         "texture": texture,
@@ -157,15 +155,15 @@ def _module(family: str) -> Any:
         "chromatin": chromatin,
         "boundary": boundary,
     }
-    return modules[family]
 
 
 def feature_specs(params: FeatureParams | None = None) -> list[FeatureSpec]:
     """Every nuclear feature the parameters produce, in column order."""
     params = params or FeatureParams()
+    modules = family_modules()
     specs: list[FeatureSpec] = []
     for family in params.families:
-        specs.extend(_module(family).feature_specs(params.channels))
+        specs.extend(modules[family].feature_specs(params.channels))
     return specs
 
 
@@ -215,9 +213,10 @@ def nuclear_features(
     )
     out: dict[str, np.ndarray] = {}
     binning = params.binning()
+    modules = family_modules()
     for family in params.families:
         kwargs = binning if family in _BINNED else {}
-        out.update(_module(family).compute(batch, **kwargs))
+        out.update(modules[family].compute(batch, **kwargs))
     return out
 
 
@@ -276,75 +275,118 @@ def tile_features(
 # path level
 # ---------------------------------------------------------------------------
 
-_worker_state: dict[str, Any] = {}
+
+@dataclass(frozen=True)
+class SlideContext:
+    """What the features of any tile of a slide need besides the tile itself.
+
+    Attributes
+    ----------
+    params : FeatureParams
+    mpp : float
+        µm per pixel of the tiles.
+    l0_mpp : float
+        µm per level-0 pixel (centroids in ``nuclei.parquet`` are level-0 pixels).
+    stain_matrix : (3, 3) float64 ndarray
+        The slide's stain vectors (segmentation), for the ``h`` channel.
+    names : list of str
+        The nuclear feature columns (:func:`feature_specs`).
+    classes : list of str
+        The phenotypes of the segmentation.
+    tile_area_mm2 : float
+    """
+
+    params: FeatureParams
+    mpp: float
+    l0_mpp: float
+    stain_matrix: np.ndarray
+    names: list[str]
+    classes: list[str]
+    tile_area_mm2: float
 
 
-def _init_worker(state: dict[str, Any]) -> None:
-    _worker_state.clear()
-    _worker_state.update(state)
+def features_of_tile(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    rows: Any,
+    *,
+    tissue_fraction: float,
+    context: SlideContext,
+) -> tuple[Any, dict[str, float]]:
+    """The nuclear features and the tile features of one tile.
 
+    Parameters
+    ----------
+    rgb : (T, T, 3) uint8 ndarray
+    labels : (T, T) int ndarray
+    rows : pandas.DataFrame
+        The tile's rows of ``nuclei.parquet``.
+    tissue_fraction : float
+        Tissue fraction of the tile (tiling QC), for the densities.
+    context : SlideContext
 
-def _tile_job(job: tuple[int, np.ndarray, np.ndarray, Any]) -> tuple[Any, dict[str, float]]:
+    Returns
+    -------
+    nuclear : pandas.DataFrame
+        ``nucleus_id, tile, label, phenotype, touches_border`` and the nuclear
+        features, one row per row of ``rows``.
+    tile : dict
+        The tile features (:func:`tile_features`).
+    """
     import pandas as pd
 
-    i, rgb, labels, rows = job
-    s = _worker_state
-    params: FeatureParams = s["params"]
+    params = context.params
     feats = nuclear_features(
         rgb,
         labels,
         rows["label"].to_numpy(),
-        mpp=s["mpp"],
-        stain_matrix=s["stain_matrix"],
+        mpp=context.mpp,
+        stain_matrix=context.stain_matrix,
         params=params,
     )
     nuclear = pd.DataFrame(feats, index=rows.index)
     nuclear = pd.concat(
         [rows[["nucleus_id", "tile", "label", "phenotype", "touches_border"]], nuclear], axis=1
     )
-    xy_um = rows[["l0_x", "l0_y"]].to_numpy(np.float64) * s["l0_mpp"]
+    xy_um = rows[["l0_x", "l0_y"]].to_numpy(np.float64) * context.l0_mpp
     tile = tile_features(
         nuclear,
-        feature_names=s["names"],
-        classes=s["classes"],
+        feature_names=context.names,
+        classes=context.classes,
         xy_um=xy_um,
-        tissue_area_mm2=s["tile_area_mm2"] * float(s["tissue_fraction"][i]),
+        tissue_area_mm2=context.tile_area_mm2 * float(tissue_fraction),
         params=params,
     )
-    return nuclear, {
-        "tile": i,
-        "l0_x": int(s["l0_xy"][i, 0]),
-        "l0_y": int(s["l0_xy"][i, 1]),
-        **tile,
-    }
+    return nuclear, tile
 
 
-def run_features(
+# ---------------------------------------------------------------------------
+# path level
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Inputs:
+    """The inputs of a slide: the stores' arrays (read tile by tile) and tables."""
+
+    tiles: Any  # (n, T, T, 3) uint8 array of tiles.zarr
+    labels: Any  # (n, T, T) int32 array of nuclei.zarr
+    nuclei: Any  # nuclei.parquet
+    tissue_fraction: np.ndarray  # (n,)
+    l0_xy: np.ndarray  # (n, 2) level-0 top-left corner of each tile
+    context: SlideContext
+
+
+def _read_inputs(
     tiles_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     nuclei_path: str | os.PathLike[str],
-    *,
-    nuclear_out: str | os.PathLike[str],
-    tile_out: str | os.PathLike[str],
-    figure_path: str | os.PathLike[str] | None = None,
-    params: FeatureParams | None = None,
-) -> dict[str, Any]:
-    """Compute and write the nuclear and tile features of one slide.
-
-    Tiles stream through a bounded pool of worker processes (at most a few
-    tiles per worker in flight); each worker returns the features of one tile.
-
-    Returns
-    -------
-    dict
-        Provenance/summary record, also stored in both Parquet files' metadata.
-    """
+    params: FeatureParams,
+) -> _Inputs:
     import pandas as pd
 
-    from pathpipe.io.storage import open_store, provenance, write_parquet
+    from pathpipe.io.storage import open_store
 
-    params = params or FeatureParams()
-    t0 = time.perf_counter()
     tiles_root = open_store(tiles_path, stage="tiling")
     labels_root = open_store(labels_path, stage="segmentation")
     tmeta, lmeta = tiles_root.attrs["pathpipe"], labels_root.attrs["pathpipe"]
@@ -368,31 +410,111 @@ def run_features(
             f"features.per_phenotype {bad} are not phenotypes of the segmentation {classes}"
         )
     mpp = float(tmeta["params"]["mpp"])
-    scale = float(lmeta["l0_scale"])
-    specs = feature_specs(params)
-    names = [s.name for s in specs]
-    tile_size = tiles.shape[1]
-    state = {
-        "params": params,
-        "mpp": mpp,
-        "l0_mpp": mpp / scale,
-        "stain_matrix": np.asarray(lmeta["stain"]["matrix"], dtype=np.float64),
-        "names": names,
-        "classes": classes,
-        "tile_area_mm2": (tile_size * mpp / 1000.0) ** 2,
-        "tissue_fraction": np.asarray(tiles_root["qc"]["tissue_fraction"][...]),
-        "l0_xy": np.asarray(tiles_root["l0_xy"][...]).reshape(-1, 2),
+    context = SlideContext(
+        params=params,
+        mpp=mpp,
+        l0_mpp=mpp / float(lmeta["l0_scale"]),
+        stain_matrix=np.asarray(lmeta["stain"]["matrix"], dtype=np.float64),
+        names=[s.name for s in feature_specs(params)],
+        classes=classes,
+        tile_area_mm2=(tiles.shape[1] * mpp / 1000.0) ** 2,
+    )
+    return _Inputs(
+        tiles=tiles,
+        labels=labels,
+        nuclei=nuclei,
+        tissue_fraction=np.asarray(tiles_root["qc"]["tissue_fraction"][...]),
+        l0_xy=np.asarray(tiles_root["l0_xy"][...]).reshape(-1, 2),
+        context=context,
+    )
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(state: dict[str, Any]) -> None:
+    _worker_state.clear()
+    _worker_state.update(state)
+
+
+def _tile_job(job: tuple[int, np.ndarray, np.ndarray, Any]) -> tuple[Any, dict[str, float]]:
+    i, rgb, labels, rows = job
+    s = _worker_state
+    nuclear, tile = features_of_tile(
+        rgb, labels, rows, tissue_fraction=s["tissue_fraction"][i], context=s["context"]
+    )
+    return nuclear, {
+        "tile": i,
+        "l0_x": int(s["l0_xy"][i, 0]),
+        "l0_y": int(s["l0_xy"][i, 1]),
+        **tile,
     }
-    by_tile = {int(k): g for k, g in nuclei.groupby("tile", sort=True)}
-    empty_rows = nuclei.iloc[0:0]
 
-    def jobs():
+
+@contextlib.contextmanager
+def _tile_results(inputs: _Inputs, workers: int) -> Iterator[Iterator[tuple[Any, dict]]]:
+    """``(nuclear rows, tile row)`` of every tile, in tile order.
+
+    Tiles stream through a bounded pool of worker processes (at most a few tiles
+    per worker in flight) when there are more than two; each worker returns the
+    features of one tile.
+    """
+    n_tiles = inputs.tiles.shape[0]
+    by_tile = {int(k): g for k, g in inputs.nuclei.groupby("tile", sort=True)}
+    empty_rows = inputs.nuclei.iloc[0:0]
+
+    def jobs() -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
         for i in range(n_tiles):
-            yield i, np.asarray(tiles[i]), np.asarray(labels[i]), by_tile.get(i, empty_rows)
+            rows = by_tile.get(i, empty_rows)
+            yield i, np.asarray(inputs.tiles[i]), np.asarray(inputs.labels[i]), rows
 
-    workers = params.workers or os.cpu_count() or 1
+    state = {
+        "context": inputs.context,
+        "tissue_fraction": inputs.tissue_fraction,
+        "l0_xy": inputs.l0_xy,
+    }
+    if workers > 1 and n_tiles > 2:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,))
+        try:
+            yield ordered_map(pool, _tile_job, jobs(), ahead=2 * workers)
+        finally:
+            pool.shutdown(cancel_futures=True)
+    else:
+        _init_worker(state)
+        yield map(_tile_job, jobs())
+
+
+def run_features(
+    tiles_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    nuclei_path: str | os.PathLike[str],
+    *,
+    nuclear_out: str | os.PathLike[str],
+    tile_out: str | os.PathLike[str],
+    figure_path: str | os.PathLike[str] | None = None,
+    params: FeatureParams | None = None,
+) -> dict[str, Any]:
+    """Compute and write the nuclear and tile features of one slide.
+
+    Reads the stores and ``nuclei.parquet``, computes each tile's features
+    (:func:`features_of_tile`, in worker processes) and writes
+    ``nuclear_features.parquet`` (streamed, a row group at a time),
+    ``tile_features.parquet`` and the figure.
+
+    Returns
+    -------
+    dict
+        Provenance/summary record, also stored in both Parquet files' metadata.
+    """
+    import pandas as pd
+
     from pathpipe.features.figure import pick_features
+    from pathpipe.io.storage import provenance, write_parquet
 
+    params = params or FeatureParams()
+    t0 = time.perf_counter()
+    inputs = _read_inputs(tiles_path, labels_path, nuclei_path, params)
+    names = inputs.context.names
     shown = pick_features(names)
     tile_rows: list[dict[str, float]] = []
     figure_parts: list[Any] = []
@@ -400,22 +522,12 @@ def run_features(
     # Nuclear features stream into the Parquet file a row group at a time, so memory
     # holds a few tiles' rows (plus the figure's few columns), not the slide's.
     with _NuclearWriter(nuclear_out, names) as writer:
-        if workers > 1 and n_tiles > 2:
-            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,))
-            results = ordered_map(pool, _tile_job, jobs(), ahead=2 * workers)
-        else:
-            pool = None
-            _init_worker(state)
-            results = map(_tile_job, jobs())
-        try:
+        with _tile_results(inputs, params.workers or os.cpu_count() or 1) as results:
             for nuc, row in results:
                 writer.write(nuc)
                 n_nuclei += len(nuc)
                 tile_rows.append(row)
                 figure_parts.append(nuc[["phenotype", *shown]])
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
         tile_df = pd.DataFrame(tile_rows)
         record = provenance(
             stage="features",
@@ -425,9 +537,9 @@ def run_features(
                 "nuclei": str(Path(nuclei_path).resolve()),
                 "labels": str(Path(labels_path).resolve()),
             },
-            mpp=mpp,
-            classes=classes,
-            n_tiles=n_tiles,
+            mpp=inputs.context.mpp,
+            classes=inputs.context.classes,
+            n_tiles=inputs.tiles.shape[0],
             n_nuclei=n_nuclei,
             n_nuclear_features=len(names),
             n_tile_features=max(0, tile_df.shape[1] - 3),
@@ -436,29 +548,42 @@ def run_features(
         writer.record = record
         write_parquet(tile_df, tile_out, record)
     if figure_path is not None:
-        from pathpipe.features.figure import features_figure
-
-        shown_df = (
-            pd.concat(figure_parts, ignore_index=True)
-            if figure_parts
-            else pd.DataFrame(columns=["phenotype", *shown])
-        )
-        features_figure(
-            figure_path,
-            shown_df,
-            classes=classes,
-            n_features=len(names),
-            title=Path(tiles_path).resolve().parent.name,
-        )
+        _write_figure(figure_path, figure_parts, shown, inputs.context, tiles_path)
     log.info(
         "features: %d nuclei x %d nuclear features, %d tiles x %d tile features in %.1f s",
         n_nuclei,
         len(names),
-        n_tiles,
+        record["n_tiles"],
         record["n_tile_features"],
         record["seconds"],
     )
     return record
+
+
+def _write_figure(
+    path: str | os.PathLike[str],
+    parts: list[Any],
+    shown: list[str],
+    context: SlideContext,
+    tiles_path: str | os.PathLike[str],
+) -> None:
+    import pandas as pd
+
+    from pathpipe.features.figure import features_figure
+    from pathpipe.io.storage import slide_id_of
+
+    shown_df = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["phenotype", *shown])
+    )
+    features_figure(
+        path,
+        shown_df,
+        classes=context.classes,
+        n_features=len(context.names),
+        title=slide_id_of(tiles_path),
+    )
 
 
 class _NuclearWriter:
@@ -531,35 +656,3 @@ def _params_dict(params: FeatureParams) -> dict[str, Any]:
     for k in ("families", "channels", "per_phenotype"):
         d[k] = list(d[k])
     return d
-
-
-# ---------------------------------------------------------------------------
-# feature dictionary
-# ---------------------------------------------------------------------------
-
-
-def feature_dictionary(params: FeatureParams | None = None) -> str:
-    """Markdown table of every nuclear feature: name, family, unit, definition,
-    PyRadiomics equivalent; generated from the code (``docs/features.md``)."""
-    params = params or FeatureParams()
-    specs = feature_specs(params)
-    lines = [
-        "# Nuclear features",
-        "",
-        "Generated by `pathpipe features dictionary` from the code; do not edit.",
-        f"{len(specs)} features per nucleus with channels {', '.join(params.channels)} "
-        "(`h`: hematoxylin optical density × 100; `grey`: luma 0–255). Tile features are",
-        "the median (`_med`) and standard deviation (`_std`) of each over a tile's nuclei,",
-        "plus counts, densities, nearest-neighbour distances and cell-graph statistics",
-        "(see `pathpipe.features.tile`).",
-        "",
-    ]
-    for family in params.families:
-        fam = [s for s in specs if s.family == family]
-        lines += [f"## {family} ({len(fam)})", ""]
-        lines += ["| name | unit | definition | PyRadiomics |", "|---|---|---|---|"]
-        for s in fam:
-            definition = " ".join(s.definition.split()).replace("|", "\\|")
-            lines.append(f"| `{s.name}` | {s.unit} | {definition} | {s.pyradiomics or ''} |")
-        lines.append("")
-    return "\n".join(lines)
