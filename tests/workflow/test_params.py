@@ -35,7 +35,7 @@ BLOCKS = {
         ("classical", "workers"),
     ),
     ("segmentation", "classical"): ("pathpipe.segmentation.classical", "ClassicalParams", ()),
-    ("features",): ("pathpipe.features.run", "FeatureParams", ("workers", "preprocessing")),
+    ("features",): ("pathpipe.features.run", "FeatureParams", ("workers",)),
     ("mil",): (
         "pathpipe.mil.params",
         "MILParams",

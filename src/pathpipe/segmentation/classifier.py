@@ -22,7 +22,11 @@ import numpy as np
 import pandas as pd
 
 from pathpipe.errors import ConfigError, StorageError
-from pathpipe.segmentation.phenotype import empty_descriptors, nucleus_descriptors
+from pathpipe.segmentation.phenotype import (
+    DESCRIPTOR_COLUMNS,
+    empty_descriptors,
+    nucleus_descriptors,
+)
 
 if TYPE_CHECKING:
     from pathpipe.segmentation.annotations import AnnotatedTile
@@ -34,18 +38,8 @@ __all__ = [
     "train_phenotypes",
 ]
 
-CLASSIFIER_FEATURES: tuple[str, ...] = (
-    "area_um2",
-    "perimeter_um",
-    "circularity",
-    "eccentricity",
-    "solidity",
-    "major_axis_um",
-    "minor_axis_um",
-    "mean_h",
-    "std_h",
-    "mean_h_rel",
-    "cv_h",
+CLASSIFIER_FEATURES: tuple[str, ...] = tuple(
+    DESCRIPTOR_COLUMNS[DESCRIPTOR_COLUMNS.index("area_um2") : DESCRIPTOR_COLUMNS.index("cv_h") + 1]
 )
 """Default features of :class:`PhenotypeClassifier`: shape and stain, no
 position, no raw colour (which varies from scanner to scanner)."""
