@@ -28,14 +28,14 @@ SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").r
 # threads in the config and the CPU count on the command line)
 BLOCKS = {
     ("tissue",): ("pathpipe.tissue", "TissueParams", ()),
-    ("tiling",): ("pathpipe.tiling.run", "TilingParams", ("workers",)),
+    ("tiling",): ("pathpipe.tiling.params", "TilingParams", ("workers",)),
     ("segmentation",): (
         "pathpipe.segmentation.params",
         "SegmentationParams",
         ("classical", "workers"),
     ),
     ("segmentation", "classical"): ("pathpipe.segmentation.classical", "ClassicalParams", ()),
-    ("features",): ("pathpipe.features.run", "FeatureParams", ("workers",)),
+    ("features",): ("pathpipe.features.params", "FeatureParams", ("workers",)),
     ("mil",): (
         "pathpipe.mil.params",
         "MILParams",

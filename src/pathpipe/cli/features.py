@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pathpipe.cli.options import add_stage, add_verb
-from pathpipe.features.run import FeatureParams
+from pathpipe.features.params import FeatureParams
 from pathpipe.params import add_options, params_from_args
 
 __all__ = ["add_parser"]

@@ -16,7 +16,7 @@ from pathpipe.cli.options import (
     write_tsv,
 )
 from pathpipe.params import add_options, params_from_args
-from pathpipe.tiling.run import TilingParams
+from pathpipe.tiling.params import TilingParams
 
 __all__ = ["add_parser"]
 

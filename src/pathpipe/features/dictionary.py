@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from pathpipe.features.run import FeatureParams, feature_specs
+from pathpipe.features.params import FeatureParams
+from pathpipe.features.run import feature_specs
 
 __all__ = ["feature_dictionary", "write_feature_dictionary"]
 

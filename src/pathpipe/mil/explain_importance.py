@@ -65,7 +65,8 @@ def feature_families(names: Sequence[str]) -> list[str]:
     -------
     list of str
     """
-    from pathpipe.features.run import FeatureParams, feature_specs
+    from pathpipe.features.params import FeatureParams
+    from pathpipe.features.run import feature_specs
 
     nuclear = sorted(
         ((spec.name, spec.family) for spec in feature_specs(FeatureParams())),
