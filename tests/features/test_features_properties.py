@@ -15,7 +15,6 @@ within the documented range of the bounded features.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ import numpy as np
 import pytest
 
 from pathpipe.features.registry import FAMILIES, NucleusBatch
+from pathpipe.features.run import family_modules
 
-MODULES = {f: importlib.import_module(f"pathpipe.features.{f}") for f in FAMILIES}
+MODULES = family_modules()
 BINNED = ("intensity", "texture")
 
 SHAPES = (
