@@ -20,11 +20,12 @@ SRC = REPO / "src" / "pathpipe"
 
 # Top-level packages: the stages, the shared layers and the command line.
 STAGES = ("tissue", "tiling", "segmentation", "features", "mil", "provenance", "synthetic")
-SHARED = ("io", "errors", "params", "shape", "stain")
+SHARED = ("io", "errors", "params", "shape", "stain", "device")
 # Layers: a package may import only from its own layer or lower ones.
 LAYERS = {
     "errors": 0,
     "params": 1,
+    "device": 1,
     "shape": 1,
     "io": 1,
     "stain": 2,

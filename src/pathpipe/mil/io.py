@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pathpipe.device import resolve_device
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.io.model_folder import (
     ModelFormat,
@@ -28,7 +29,6 @@ from pathpipe.io.model_folder import (
 )
 from pathpipe.mil.model import GatedAttentionMIL
 from pathpipe.mil.preprocessing import FeaturePreprocessor
-from pathpipe.segmentation.unet.device import resolve_device
 
 __all__ = ["AMIL_FILES", "AMIL_FORMAT", "PREPROCESSING_FILE", "load_amil", "save_amil"]
 

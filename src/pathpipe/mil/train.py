@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pathpipe.device import resolve_device
 from pathpipe.errors import ConfigError
 from pathpipe.mil.bags import check_bags, check_labels, check_positive_int, check_seed
 from pathpipe.mil.model import GatedAttentionMIL
-from pathpipe.segmentation.unet.device import resolve_device
 
 __all__ = ["TrainHistory", "class_weights", "predict_amil", "train_amil"]
 

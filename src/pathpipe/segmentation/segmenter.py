@@ -96,7 +96,7 @@ class Segmenter:
     # -- unet ------------------------------------------------------------------
     def load_model(self) -> None:
         """Load the unet model (once, in the process that runs it)."""
-        from pathpipe.segmentation.unet.device import resolve_device
+        from pathpipe.device import resolve_device
         from pathpipe.segmentation.unet.io import load_model
 
         self.device = resolve_device(self.params.device)

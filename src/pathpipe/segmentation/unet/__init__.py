@@ -18,7 +18,6 @@ Modules, one concern each (import names from them; ``config``, ``targets``,
 ``postprocess``           HoVer-Net watershed and instance types (numpy)
 ``model``                 :class:`SegmentationNet`, :func:`build_model`
 ``losses``                HoVer-Net loss
-``device``                device choice, mixed precision
 ``data``                  crops, augmentation, tile sampling from stores
 ``train``                 :func:`train_segmentation`, fine-tuning strategies
 ``diffusion``             :func:`pretrain_diffusion`

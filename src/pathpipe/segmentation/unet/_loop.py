@@ -1,6 +1,6 @@
 """The optimisation loop shared by segmentation training and DDPM pretraining.
 
-* Device and mixed precision as in :mod:`pathpipe.segmentation.unet.device`; with float16
+* Device and mixed precision as in :mod:`pathpipe.device`; with float16
   autocast the loss is scaled by a :class:`torch.amp.GradScaler`;
 * Adam (Kingma & Ba 2015) with a cosine decay of the learning rate to 1 % of
   its initial value over the run;
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathpipe.device import amp_dtype, autocast
 from pathpipe.errors import ConfigError
-from pathpipe.segmentation.unet.device import amp_dtype, autocast
 
 __all__ = ["LoopSettings", "TrainResult", "check_positive_int", "fit", "train_and_save"]
 

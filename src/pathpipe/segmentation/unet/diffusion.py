@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pathpipe.device import resolve_device
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.unet._loop import LoopSettings, TrainResult, train_and_save
 from pathpipe.segmentation.unet.config import ModelConfig
 from pathpipe.segmentation.unet.data import check_mpp, tile_batches
-from pathpipe.segmentation.unet.device import resolve_device
 from pathpipe.segmentation.unet.io import save_diffusion
 from pathpipe.segmentation.unet.model import build_unet, normalize_rgb
 

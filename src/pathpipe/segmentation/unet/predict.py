@@ -9,10 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pathpipe.device import autocast, resolve_device
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.unet._loop import check_positive_int
 from pathpipe.segmentation.unet.config import ModelConfig
-from pathpipe.segmentation.unet.device import autocast, resolve_device
 from pathpipe.segmentation.unet.model import SegmentationNet, normalize_rgb
 from pathpipe.segmentation.unet.postprocess import instance_types_from_probs, instances_from_maps
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathpipe.device import resolve_device
 from pathpipe.errors import ConfigError
 from pathpipe.segmentation.annotations import AnnotatedDir, AnnotatedTile
 from pathpipe.segmentation.unet._loop import LoopSettings, TrainResult, train_and_save
@@ -36,7 +37,6 @@ from pathpipe.segmentation.unet.data import (
     segmentation_batches,
     select_fraction,
 )
-from pathpipe.segmentation.unet.device import resolve_device
 from pathpipe.segmentation.unet.io import load_backbone, save_model
 from pathpipe.segmentation.unet.losses import hovernet_loss, resolve_loss_weights
 from pathpipe.segmentation.unet.model import (

@@ -1,4 +1,4 @@
-"""Where the networks run: device choice and mixed precision.
+"""Where the torch models (the unet, AMIL) run: device choice and mixed precision.
 
 * ``device="auto"`` is CUDA when available, else the CPU;
 * with ``amp`` on CUDA, forward passes run under :func:`torch.autocast` in
