@@ -1,6 +1,6 @@
 """AMIL validation AUC on shuffled labels: early stopping on the validation folds vs inner slides.
 
-The cohort of ``tests/test_mil_cohort.py`` (20 patients, 4 of them with 2
+The cohort of ``tests/mil/test_mil_cohort.py`` (20 patients, 4 of them with 2
 slides, plus a 1-tile slide and an empty one; 5–40 tiles of 20 standard-normal
 features per slide; in class-1 slides 30–60 % of the tiles shifted by +1.5 in
 the first 3 features), with its labels shuffled within class per patient
@@ -39,7 +39,7 @@ N_FEATURES, N_INFORMATIVE, SHIFT = 20, 3, 1.5
 
 
 def write_cohort(root: Path, seed: int = 0) -> tuple[dict[str, str], pd.DataFrame]:
-    """The cohort of tests/test_mil_cohort.py (same generator, same seed)."""
+    """The cohort of tests/mil/test_mil_cohort.py (same generator, same seed)."""
     rng = np.random.default_rng(seed)
     rows, tables = [], {}
     for p in range(20):

@@ -1,7 +1,7 @@
 """All 640 real NuCLS nuclei against PyRadiomics, the oracle, in every feature it defines too.
 
-tests/test_features_radiomics.py compares the intensity and texture families
-on a seeded sample of 48 nuclei and tests/test_features_shape.py the shape2D
+tests/features/test_features_radiomics.py compares the intensity and texture families
+on a seeded sample of 48 nuclei and tests/features/test_features_shape.py the shape2D
 features on about 40; this slow test runs PyRadiomics on every nucleus of the
 15 NuCLS tiles (``tests/data/nucls``): intensity and texture in both channels
 and discretisation modes of that file, and the shape2D features, and reports

@@ -1,6 +1,6 @@
 """pathpipe.segmentation.unet quality: a briefly trained unet detects nuclei; CUDA predicts as the CPU does.
 
-The model is the tiny one of tests/test_nn.py (two levels of 8 and 16
+The model is the tiny one of tests/segmentation/test_unet.py (two levels of 8 and 16
 channels), trained from scratch on one CPU thread for 120 iterations on 8
 generated 64-px tiles (0.5 µm/px, seed 1) and scored on 8 held-out generated
 128-px tiles (seed 2, 132 nuclei) with :mod:`pathpipe.segmentation.metrics` (centroids
