@@ -3,7 +3,7 @@
 Cohort: 20 patients (4 of them with 2 slides) plus one patient with a 1-tile
 slide and one slide with 0 tiles; per slide 5–40 tiles of 20 standard-normal
 features; in class-1 slides 30–60 % of the tiles are shifted by +1.5 in the
-first 3 features (as in tests/test_mil.py). Models are tiny, train on one CPU
+first 3 features (as in tests/mil/test_mil.py). Models are tiny, train on one CPU
 thread and few epochs.
 """
 

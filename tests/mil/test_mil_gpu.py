@@ -1,6 +1,6 @@
 """pathpipe.mil on CUDA: the same AMIL gives the CPU's probabilities and attention.
 
-Bags as in tests/test_mil.py (20 standard-normal features; in class-1 bags a
+Bags as in tests/mil/test_mil.py (20 standard-normal features; in class-1 bags a
 random 30–60 % of the tiles shifted by +1.5 in the first 3). Skipped without a
 CUDA device.
 """
