@@ -4,7 +4,9 @@ Modules, one concern each:
 
 ==================  ==========================================================
 ``slide``           :func:`~pathpipe.io.slide.open_slide`: one interface over
-                    openslide and tiffslide, MPP lookup, region reads
+                    openslide and tiffslide, region reads at an MPP
+``slide_info``      :class:`~pathpipe.io.slide_info.SlideInfo`: levels, the
+                    level-0 MPP and where it came from
 ``tiffdirect``      direct decoding of a TIFF level's stored tiles (in place)
 ``jpeg_codec``      zarr codec ``pathpipe.source_jpeg`` (tiles kept as the
                     slide's own JPEG bytes)
