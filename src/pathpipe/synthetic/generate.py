@@ -72,6 +72,7 @@ __all__ = [
     "SyntheticSlideSpec",
     "TissueLayout",
     "index_nuclei",
+    "is_written",
     "make_nuclei",
     "make_tissue",
     "read_ground_truth",
@@ -79,6 +80,7 @@ __all__ = [
     "render_rgb",
     "render_tissue",
     "write_cohort",
+    "write_layout",
     "write_slide",
 ]
 
@@ -133,14 +135,19 @@ def make_tissue(spec: SyntheticSlideSpec) -> TissueLayout:
 def _look(spec: SyntheticSlideSpec) -> _r.Look:
     """Per-slide appearance: stain strength varies like a batch or section-thickness
     effect (a common factor in [0.7, 1.4] times stain-specific jitter), enough
-    that overall slide colour does not separate the classes."""
+    that overall slide colour does not separate the classes; ``spec.stain_strength``
+    replaces the drawn strength."""
     rng = np.random.default_rng([spec.seed, _STREAM_LOOK])
     thickness = math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    h_scale = float(thickness * rng.uniform(0.9, 1.1))
+    e_scale = float(thickness * rng.uniform(0.85, 1.15))
+    if spec.stain_strength is not None:  # drawn all the same: the later draws stay put
+        h_scale, e_scale = spec.stain_strength
     return _r.Look(
         seed=int(spec.seed),
         mpp=float(spec.mpp),
-        h_scale=float(thickness * rng.uniform(0.9, 1.1)),
-        e_scale=float(thickness * rng.uniform(0.85, 1.15)),
+        h_scale=h_scale,
+        e_scale=e_scale,
         od_glass=float(rng.uniform(0.03, 0.05)),
         fibre_angle=float(rng.uniform(0, np.pi)),
     )
@@ -405,22 +412,70 @@ def write_slide(
     pathlib.Path
         ``path``.
     """
+    _check_workers(workers)
+    tissue = make_tissue(spec)
+    nuclei = _make_nuclei(spec, tissue, areas=False)
+    return write_layout(path, spec, tissue, nuclei, description=_description(spec), workers=workers)
+
+
+def _check_workers(workers: object) -> None:
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        raise ConfigError(f"workers={workers!r}; expected a positive integer or None")
+
+
+def write_layout(
+    path: str | os.PathLike,
+    spec: SyntheticSlideSpec,
+    tissue: TissueLayout,
+    nuclei: pd.DataFrame,
+    *,
+    description: str,
+    workers: int | None = None,
+) -> Path:
+    """Write a slide from a tissue layout and nuclei table made elsewhere.
+
+    What :func:`write_slide` does with ``make_tissue(spec)`` and
+    ``make_nuclei(spec)``, for content the spec alone does not determine
+    (serial sections of a 3D object, :mod:`pathpipe.synthetic.serial`). The
+    spec gives size, MPP, pyramid, tiles and appearance; ``area_px`` is
+    counted while writing and stored in the ground truth.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.tiff``.
+    spec : SyntheticSlideSpec
+    tissue : TissueLayout
+    nuclei : pandas.DataFrame
+        :data:`NUCLEI_COLUMNS` (``area_px`` is overwritten), ``nucleus_id``
+        ``1..N`` in order.
+    description : str
+        Level-0 ImageDescription (:func:`write_slide`'s names the spec).
+    workers : int or None
+        As in :func:`write_slide`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     import tifffile
 
     path = Path(path)
-    if workers is not None and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
-    ):
-        raise ConfigError(f"workers={workers!r}; expected a positive integer or None")
+    _check_workers(workers)
+    ids = nuclei["nucleus_id"].to_numpy() if "nucleus_id" in nuclei else None
+    if ids is None or not np.array_equal(ids, np.arange(1, len(nuclei) + 1)):
+        raise ConfigError("nuclei table: nucleus_id must be 1..N in order; renumber it")
+    nuclei = nuclei.copy()
     ts = spec.tile_size
     n_l0_tiles = -(-spec.width // ts) * -(-spec.height // ts)
     if workers is None:  # a process pool pays off from a few dozen tiles on
         workers = (os.cpu_count() or 1) if n_l0_tiles >= 64 else 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    tissue = make_tissue(spec)
-    nuclei = _make_nuclei(spec, tissue, areas=False)
     index = index_nuclei(nuclei)
 
     tasks = [
@@ -469,7 +524,7 @@ def write_slide(
                     resolution=(res, res),
                     resolutionunit="CENTIMETER",
                     subfiletype=0 if level == 0 else 1,
-                    description=_description(spec) if level == 0 else None,
+                    description=description if level == 0 else None,
                     metadata=None,
                     software="pathpipe",
                 )
@@ -513,8 +568,11 @@ def read_ground_truth(slide_path: str | os.PathLike) -> tuple[pd.DataFrame, Synt
     return table.to_pandas(), SyntheticSlideSpec.from_dict(json.loads(raw))
 
 
-def _is_written(slide_path: Path, spec: SyntheticSlideSpec) -> bool:
-    """Whether ``slide_path`` (complete) and its ground truth were written from ``spec``."""
+def is_written(slide_path: Path, spec: SyntheticSlideSpec, description: str | None = None) -> bool:
+    """Whether ``slide_path`` (complete) and its ground truth were written from ``spec``.
+
+    ``description`` is the level-0 description to expect (default: :func:`write_slide`'s).
+    """
     import pyarrow.parquet as pq
     import tifffile
 
@@ -523,7 +581,7 @@ def _is_written(slide_path: Path, spec: SyntheticSlideSpec) -> bool:
         return False
     try:
         with tifffile.TiffFile(slide_path) as tif:
-            description = tif.pages[0].description
+            stored_description = tif.pages[0].description
             size = slide_path.stat().st_size
             for page in tif.pages:  # not truncated
                 ends = np.add(page.dataoffsets, page.databytecounts)
@@ -533,7 +591,8 @@ def _is_written(slide_path: Path, spec: SyntheticSlideSpec) -> bool:
         stored = None if raw is None else json.loads(raw)
     except (OSError, ValueError, tifffile.TiffFileError):
         return False
-    return description == _description(spec) and stored == spec.to_dict()
+    expected = _description(spec) if description is None else description
+    return stored_description == expected and stored == spec.to_dict()
 
 
 SHEET_COLUMNS = ["slide_id", "path", "label", "patient", "split", "mpp", "block", "section"]
@@ -593,7 +652,7 @@ def write_cohort(
             )
             slide_id = f"synth_{cls}_{i:02d}"
             path = out_dir / f"{slide_id}.tiff"
-            if not _is_written(path, spec):
+            if not is_written(path, spec):
                 write_slide(path, spec, workers=workers)
             rows.append(
                 {

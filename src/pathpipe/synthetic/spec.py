@@ -142,6 +142,12 @@ class SyntheticSlideSpec:
         Range of the number of elliptic tissue pieces.
     lymphocyte_fraction : float
         Lymphocytes as a fraction of all nuclei, in ``[0, 0.9]``.
+    stain_strength : (float, float) or None
+        Hematoxylin and eosin strength factors ``(h_scale, e_scale)``, each in
+        ``[0.2, 5]``; None draws them from the seed (a common section-thickness
+        factor in ``[0.7, 1.4]`` times stain-specific jitter). Set by serial
+        sections, whose stain varies about a block's own; :meth:`to_dict`
+        leaves it out when None, so specs without it keep their hash.
     """
 
     width: int
@@ -155,6 +161,7 @@ class SyntheticSlideSpec:
     tissue_coverage: tuple[float, float] = (0.4, 0.7)
     tissue_blobs: tuple[int, int] = (2, 4)
     lymphocyte_fraction: float = 0.1
+    stain_strength: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         def integer(name: str, lo: int, hi: int | None, expected: str) -> None:
@@ -219,6 +226,13 @@ class SyntheticSlideSpec:
         if not (isinstance(v, Real) and 0.0 <= v <= 0.9):
             raise _err("lymphocyte_fraction", v, "a number in [0, 0.9]")
         object.__setattr__(self, "lymphocyte_fraction", float(v))
+        if self.stain_strength is not None:
+            pair(
+                "stain_strength",
+                float,
+                lambda h, e: 0.2 <= h <= 5.0 and 0.2 <= e <= 5.0,
+                "None or (h_scale, e_scale), each in [0.2, 5]",
+            )
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
@@ -228,6 +242,8 @@ class SyntheticSlideSpec:
     def to_dict(self) -> dict:
         """JSON-able dict (with ``generator_version``); inverse of :meth:`from_dict`."""
         out = asdict(self)
+        if out["stain_strength"] is None:  # absent before the field existed
+            del out["stain_strength"]
         out["generator_version"] = GENERATOR_VERSION
         return json.loads(json.dumps(out))
 
