@@ -1,4 +1,4 @@
-"""``pathpipe synthetic slide|cohort|tiles``: generated data with known truth."""
+"""``pathpipe synthetic slide|cohort|tiles|serial``: generated data with known truth."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from pathpipe.cli.options import add_stage, add_verb, log, write_tsv
 from pathpipe.errors import ConfigError
+from pathpipe.params import add_options, params_from_args
+from pathpipe.synthetic.serial_spec import SerialBlockSpec
 
 __all__ = ["add_parser"]
 
@@ -45,6 +47,17 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--mpp", type=float, default=0.5)
     q.add_argument("--seed", type=int, default=0)
 
+    q = add_verb(
+        verbs,
+        "serial",
+        "a block of serial sections of a 3D object, with known transforms, faults and truth",
+        _cmd_serial,
+    )
+    q.add_argument("--out-dir", required=True, type=Path, help="the block's folder")
+    q.add_argument("--sheet", type=Path, default=None, help="also write the slide sheet TSV here")
+    q.add_argument("--workers", type=int, default=None, help="rendering processes per slide")
+    add_options(q, SerialBlockSpec)
+
 
 def _cmd_slide(args: argparse.Namespace) -> None:
     from pathpipe.synthetic.generate import SyntheticSlideSpec, write_slide
@@ -80,3 +93,19 @@ def _cmd_tiles(args: argparse.Namespace) -> None:
         args.out, n_tiles=args.n_tiles, tile_size=args.tile_size, mpp=args.mpp, seed=args.seed
     )
     log.info("synthetic annotated tiles: %d in %s", args.n_tiles, args.out)
+
+
+def _cmd_serial(args: argparse.Namespace) -> None:
+    from pathpipe.synthetic.serial import write_serial_block
+
+    spec = params_from_args(SerialBlockSpec, args)
+    sheet = write_serial_block(args.out_dir, spec, workers=args.workers)
+    if args.sheet is not None:
+        write_tsv(sheet, args.sheet)
+    log.info(
+        "synthetic serial block %s: %d of %d sections in %s",
+        spec.block,
+        len(sheet),
+        spec.sections,
+        args.out_dir,
+    )
