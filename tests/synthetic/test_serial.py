@@ -20,7 +20,14 @@ import pytest
 from pathpipe.errors import ConfigError
 from pathpipe.io.slide import open_slide
 from pathpipe.synthetic.block import LABELS, make_block_object
-from pathpipe.synthetic.generate import read_ground_truth
+from pathpipe.synthetic.generate import (
+    SyntheticSlideSpec,
+    make_nuclei,
+    make_tissue,
+    read_ground_truth,
+    render_rgb,
+    write_layout,
+)
 from pathpipe.synthetic.sectioning import plan_sections, slice_grid
 from pathpipe.synthetic.serial import read_serial_truth, write_serial_block
 from pathpipe.synthetic.serial_spec import SectionTransform, SerialBlockSpec
@@ -291,3 +298,32 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     for path in sheet["path"]:
         with open_slide(path) as slide:
             assert slide.mpp.x == pytest.approx(2.0)
+
+
+# ---- what the slide generator gained for serial sections ----------------------------
+
+
+def test_stain_strength_keeps_old_specs_and_sets_the_stain() -> None:
+    spec = SyntheticSlideSpec(width=256, height=256, mpp=1.0, slide_class="low", seed=1)
+    assert "stain_strength" not in spec.to_dict()  # specs without it keep their hash
+    tissue = make_tissue(spec)
+    means = []
+    for strength in ((0.5, 0.5), (2.0, 2.0)):
+        s = dataclasses.replace(spec, stain_strength=strength)
+        assert SyntheticSlideSpec.from_dict(s.to_dict()) == s
+        rgb = render_rgb(s, make_nuclei(s, tissue=tissue), tissue, l0_xy=(0, 0), size_wh=(256, 256))
+        means.append(rgb.mean())
+    assert means[1] < means[0] - 20
+    with pytest.raises(ConfigError, match=r"stain_strength=\(0\.1, 1\.0\)"):
+        dataclasses.replace(spec, stain_strength=(0.1, 1.0))
+
+
+def test_write_layout_needs_nucleus_ids_in_order(tmp_path: Path) -> None:
+    spec = SyntheticSlideSpec(width=256, height=256, mpp=1.0, slide_class="low", seed=1)
+    tissue = make_tissue(spec)
+    nuclei = make_nuclei(spec, tissue=tissue)
+    assert len(nuclei) > 0
+    nuclei["nucleus_id"] += 1
+    with pytest.raises(ConfigError, match="nucleus_id"):
+        write_layout(tmp_path / "x.tiff", spec, tissue, nuclei, description="x")
+    assert not (tmp_path / "x.tiff").exists()
