@@ -85,7 +85,7 @@ def test_bad_subsets_and_empty_layers_are_refused() -> None:
     empty = layer_points(np.zeros((10, 10), bool), W, W)
     with pytest.raises(ConfigError, match=r"subset='band'; expected one of \['full'"):
         icp_align(fixed, moving, RigidTransform2D(), subset="band")
-    with pytest.raises(ConfigError, match="ICP of layers with .* and 0 points"):
+    with pytest.raises(ConfigError, match=r"ICP of layers with .* and 0 points"):
         icp_align(fixed, empty, RigidTransform2D())
     filled = layer_points(np.ones((10, 10), bool), W, W)  # no outline
     with pytest.raises(ConfigError, match="subset 'contour' has 0 moving"):
