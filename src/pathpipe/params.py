@@ -42,6 +42,7 @@ __all__ = [
     "add_options",
     "check_params",
     "comma_list",
+    "comma_numbers",
     "key_integers",
     "key_values",
     "otsu_or_number",
@@ -50,7 +51,7 @@ __all__ = [
     "schema_properties",
 ]
 
-_KINDS = ("bool", "int", "float", "str", "list", "mapping", "threshold")
+_KINDS = ("bool", "int", "float", "str", "list", "numbers", "mapping", "threshold")
 
 
 def param(
@@ -79,7 +80,7 @@ def param(
         One line for ``--help`` and the config schema's ``description``.
     kind
         ``"bool"``, ``"int"``, ``"float"``, ``"str"``, ``"list"`` (tuple of str),
-        ``"mapping"`` (str to number) or ``"threshold"`` (``"otsu"`` or a number);
+        ``"numbers"`` (tuple of float; bounds apply to each), ``"mapping"`` (str to number) or ``"threshold"`` (``"otsu"`` or a number);
         guessed from ``default`` when omitted.
     ge, gt, le, lt
         Bounds of a number (of every number of a mapping).
@@ -130,6 +131,8 @@ def _guess_kind(default: Any) -> str:
     if isinstance(default, str):
         return "str"
     if isinstance(default, tuple | list):
+        if default and all(isinstance(v, int | float) and not isinstance(v, bool) for v in default):
+            return "numbers"
         return "list"
     if isinstance(default, dict):
         return "mapping"
@@ -165,12 +168,15 @@ def _expected(m: Mapping[str, Any]) -> str:
         "float": "a number",
         "str": "a string",
         "list": "a list of names",
+        "numbers": "a non-empty list of numbers",
         "mapping": f"a mapping of names to {'integers' if m['values'] == 'int' else 'numbers'}",
         "threshold": "'otsu' or a number",
     }[kind]
     bounds = _bounds_text(m)
     if bounds:
         what += f" {bounds}"
+    if bounds and kind == "numbers":
+        what = f"a non-empty list of numbers, each {bounds}"
     if m["choices"] is not None:
         what += f" ({'each ' if kind == 'list' else ''}one of {list(m['choices'])})"
     if m["items"] is not None:
@@ -213,6 +219,12 @@ def _value_ok(value: Any, m: Mapping[str, Any]) -> bool:
         if ok and m["choices"] is not None:
             ok = all(v in m["choices"] for v in value)
         return ok
+    elif kind == "numbers":
+        return (
+            isinstance(value, tuple)
+            and len(value) > 0
+            and all(_number_ok(v, m, integer=False) for v in value)
+        )
     else:  # mapping
         ok = isinstance(value, dict) and all(
             isinstance(k, str) and _number_ok(v, m, integer=m["values"] == "int")
@@ -240,9 +252,13 @@ def check_params(obj: Any, block: str) -> None:
     for f in _fields(obj):
         m = f.metadata
         value = getattr(obj, f.name)
-        if m["kind"] == "list" and isinstance(value, list):
+        if m["kind"] in ("list", "numbers") and isinstance(value, list):
             value = tuple(value)
             object.__setattr__(obj, f.name, value)
+        if m["kind"] == "numbers" and isinstance(value, tuple):
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                value = tuple(float(v) for v in value)
+                object.__setattr__(obj, f.name, value)
         if m["kind"] == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             object.__setattr__(obj, f.name, value)
@@ -266,6 +282,16 @@ def otsu_or_number(value: str) -> str | float:
 def comma_list(value: str) -> tuple[str, ...]:
     """Command-line parser of a list: ``"a,b"`` -> ``("a", "b")``; ``""`` is empty."""
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def comma_numbers(value: str) -> tuple[float, ...]:
+    """Command-line parser of a list of numbers: ``"64,16"`` -> ``(64.0, 16.0)``."""
+    try:
+        return tuple(float(v) for v in comma_list(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as '64,16', got {value!r}"
+        ) from None
 
 
 def key_values(value: str) -> dict[str, float]:
@@ -307,6 +333,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "float": float,
     "str": str,
     "list": comma_list,
+    "numbers": comma_numbers,
     "mapping": key_values,
     "threshold": otsu_or_number,
 }
@@ -314,7 +341,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 def _default_text(value: Any) -> str:
     if isinstance(value, tuple):
-        return ",".join(value) or '""'
+        return ",".join(f"{v:g}" if isinstance(v, float) else v for v in value) or '""'
     if isinstance(value, dict):
         return ",".join(f"{k}={v:g}" for k, v in value.items()) or '""'
     return "none" if value is None else str(value)
@@ -394,6 +421,7 @@ def schema_properties(cls: type) -> dict[str, dict[str, Any]]:
             "float": "number",
             "str": "string",
             "list": "array",
+            "numbers": "array",
             "mapping": "object",
             "threshold": None,
         }[kind]
@@ -424,6 +452,9 @@ def schema_properties(cls: type) -> dict[str, dict[str, Any]]:
                 prop["enum"] = list(m["choices"]) + ([None] if m["nullable"] else [])
         elif kind == "list":
             prop["items"] = {"type": "string"}
+        if kind == "numbers":
+            prop["items"] = {"type": "number", **_bounds_schema(m)}
+            prop["minItems"] = 1
         prop["default"] = list(default) if isinstance(default, tuple) else default
         out[f.name] = prop
     return out

@@ -19,7 +19,16 @@ REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src" / "pathpipe"
 
 # Top-level packages: the stages, the shared layers and the command line.
-STAGES = ("tissue", "tiling", "segmentation", "features", "mil", "provenance", "synthetic")
+STAGES = (
+    "tissue",
+    "tiling",
+    "segmentation",
+    "features",
+    "mil",
+    "provenance",
+    "synthetic",
+    "reconstruction",
+)
 SHARED = ("io", "errors", "params", "shape", "stain", "device")
 # Layers: a package may import only from its own layer or lower ones.
 LAYERS = {
@@ -35,6 +44,7 @@ LAYERS = {
     "synthetic": 5,  # synthetic.tiles builds segmentation's AnnotatedTile
     "features": 5,
     "mil": 6,
+    "reconstruction": 6,  # imports only errors, params (and io, later)
     "provenance": 7,
     "cli": 8,
 }

@@ -249,3 +249,44 @@ def test_workflow_options_of_each_kind() -> None:
         {"a_b": True, "c": False, "d": None, "e": ["x", "y"], "f": {"h": 10.0}, "g": "it's"}
     )
     assert options == "--a-b --no-c --d none --e x,y --f h=10.0 --g 'it'\"'\"'s'"
+
+
+# ---- lists of numbers (kind "numbers") --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Sizes:
+    sizes: tuple[float, ...] = param((64.0, 16.0), "sizes", gt=0)
+
+    def __post_init__(self) -> None:
+        check_params(self, "toy")
+
+
+def test_numbers_kind_validates_parses_and_has_a_schema() -> None:
+    import shlex
+
+    assert _Sizes(sizes=[32, 8]).sizes == (32.0, 8.0)
+    with pytest.raises(
+        ConfigError,
+        match=r"toy\.sizes=\(1\.0, 0\.0\); expected a non-empty list of numbers, each > 0",
+    ):
+        _Sizes(sizes=(1.0, 0.0))
+    with pytest.raises(ConfigError, match=r"toy\.sizes=\('a',\)"):
+        _Sizes(sizes=("a",))
+    parser = argparse.ArgumentParser()
+    add_options(parser, _Sizes)
+    assert params_from_args(_Sizes, parser.parse_args(["--sizes", "128,32.5"])).sizes == (
+        128.0,
+        32.5,
+    )
+    assert "(default: 64,16)" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sizes", "a,b"])
+    assert schema_properties(_Sizes)["sizes"] == {
+        "type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
+        "default": [64.0, 16.0],
+    }  # fmt: skip
+    # the workflow writes a list comma-separated; the parser reads it back
+    options = _cli_options()({"sizes": [128.0, 32.0]})
+    assert options == "--sizes 128.0,32.0"
+    assert parser.parse_args(shlex.split(options)).sizes == (128.0, 32.0)

@@ -1,0 +1,34 @@
+"""Stage ``reconstruction``: serial sections of a block stacked into 3D by point-cloud registration.
+
+After Wu, Shen & Ke, "A General Computationally-Efficient 3D Reconstruction
+Pipeline for Multiple Images with Point Clouds" (MICCAI 2023 workshops): each
+section's mask becomes a layer of points, layers are registered bottom to top by
+point-to-point ICP on a subset of the moving layer (their Algorithm 1). Beyond
+the paper: a coarse alignment over all rotations and the mirror, everything in µm,
+guard rails for missing, empty or implausible layers.
+
+Modules, one concern each (the pure array layer; the path-level layer, CLI and
+rule come next):
+
+==================  ==========================================================
+``params``          :class:`ReconstructionParams` (config block ``reconstruction:``)
+``transforms``      :class:`RigidTransform2D`: rotation, translation (µm), mirror
+``points``          :func:`layer_points`: a mask (and image) -> :class:`LayerPoints`
+``fitness``         fitness and inlier RMSE of a placement (KD-tree)
+``coarse``          :func:`coarse_candidates`: centroids, principal axes, angle and
+                    mirror search scored by fitness
+``icp``             :func:`icp_align`: Open3D point-to-point ICP on the ``full``,
+                    ``band_and``, ``band_or`` or ``voxel`` subset
+``register``        :func:`register_pair`, :func:`register_stack` (bottom to top,
+                    flags, rows of ``registration.tsv``)
+``phantom``         generated sections with a known transform (tests, benchmarks)
+==================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from pathpipe.reconstruction.params import ReconstructionParams
+from pathpipe.reconstruction.points import LayerPoints, layer_points
+from pathpipe.reconstruction.transforms import RigidTransform2D
+
+__all__ = ["LayerPoints", "ReconstructionParams", "RigidTransform2D", "layer_points"]
