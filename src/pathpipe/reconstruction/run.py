@@ -1,0 +1,458 @@
+"""The reconstruction stage's path-level function: one block's sections -> 3D.
+
+:func:`run_reconstruction` reads each section's mask (the tissue stage's
+``tissue.png`` and its µm/px from ``tissue.json``), makes its layer of points
+(:func:`~pathpipe.reconstruction.points.layer_points`), registers the stack
+bottom to top (:func:`~pathpipe.reconstruction.register.register_stack`) and
+writes into ``out_dir`` (each file atomically):
+
+``registration.tsv``
+    One row per section between the block's first and last (a section missing
+    from the sheet is a ``missing`` row): ``section``, ``slide_id`` and the
+    columns of :data:`~pathpipe.reconstruction.register.ROW_COLUMNS` (rotation
+    in degrees, translation in µm, mirrored, fitness, inlier RMSE in µm, points
+    used, seconds, flag); ``torn`` is added to the flag of a torn section.
+``transforms.json``
+    The transforms, as parameters (the format :func:`~pathpipe.reconstruction.warp.read_transforms`
+    and ``pathpipe reconstruction warp`` read)::
+
+        {"format": "pathpipe.reconstruction.transforms", "version": 1,
+         "block": str, "spacing_um": float, "working_mpp": float, "mask": str,
+         "frame": str, "volume": {"origin_um_zyx", "shape_zyx", "spacing_um_zyx"},
+         "sections": [{"section": int, "slide_id": str | null, "z_um": float,
+                       "mask_mpp": [x, y] | null, "flag": str, "plane": str,
+                       "transform": {"rotation_deg", "translation_x_um",
+                                     "translation_y_um", "mirrored"} | null}, ...]}
+
+    A section's ``transform`` (:class:`~pathpipe.reconstruction.transforms.RigidTransform2D`)
+    maps its slide's µm ``(x, y)`` (level 0, from the slide's top-left corner;
+    the tissue mask covers the whole slide) into the block frame: the frame of
+    the bottom usable section's slide, µm; ``z_um = section × spacing_um``.
+    ``plane`` says how the volume's plane was made: ``registered``,
+    ``interpolated`` (no usable section: shape-based interpolation from its
+    neighbours), ``registered+interpolated`` (torn: its own mask plus the
+    interpolation) or ``empty``.
+``points.ply``
+    The registered layers' points ``(x, y, z)`` µm, coloured by the section's
+    RGB when its slide is given, else by section.
+``volume.zarr``
+    OME-Zarr of the registered sections (see :mod:`~pathpipe.reconstruction.outputs`).
+``mesh.ply``
+    The object's surface: marching cubes on the registered mask stack.
+``summary.json``
+    ``volume_mm3`` (between the first and last section's planes, trapezoid
+    rule), ``mesh_volume_mm3`` and ``surface_area_mm2`` of the mesh, the
+    sections used and each section's flag.
+
+Memory: the layers' points (at the working resolution), one section's mask
+and image at a time, and the volume at the working resolution.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathpipe.errors import ConfigError, StorageError
+from pathpipe.reconstruction.params import ReconstructionParams, mask_source
+from pathpipe.reconstruction.points import LayerPoints, layer_points
+from pathpipe.reconstruction.register import ROW_COLUMNS, register_stack
+from pathpipe.reconstruction.transforms import RigidTransform2D
+from pathpipe.reconstruction.volume import (
+    TORN_UNCOVERED,
+    VolumeGrid,
+    interpolate_plane,
+    plane_from_image,
+    uncovered_fraction,
+    volume_between_ends_mm3,
+)
+
+__all__ = [
+    "TRANSFORMS_FORMAT",
+    "SectionInput",
+    "run_reconstruction",
+    "run_reconstruction_sheet",
+    "sections_from_sheet",
+]
+
+TRANSFORMS_FORMAT = "pathpipe.reconstruction.transforms"
+
+#: Flags of register_stack that reject a layer's transform for the volume.
+_REJECTED = ("low_fitness", "high_rmse")
+
+
+@dataclass(frozen=True)
+class SectionInput:
+    """One section of a block.
+
+    Attributes
+    ----------
+    section : int
+        Position in the block (``z = section × spacing``).
+    slide_id : str
+    mask_path : path-like
+        The section's mask PNG covering the whole slide (the tissue stage's ``tissue.png``).
+    mask_mpp : float, (float, float) or path-like
+        µm per pixel of the mask, or the tissue stage's ``tissue.json`` holding it (``mask_mpp``).
+    slide_path : path-like, optional
+        The slide, for the points' and the volume's colours.
+    """
+
+    section: int
+    slide_id: str
+    mask_path: str | os.PathLike
+    mask_mpp: float | tuple[float, float] | str | os.PathLike
+    slide_path: str | os.PathLike | None = None
+
+
+def _mask_mpp(value: Any) -> tuple[float, float]:
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            record = json.loads(Path(value).read_text(encoding="utf-8"))
+            value = record["mask_mpp"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                f"tissue record {str(value)!r} unreadable or without 'mask_mpp': {exc}"
+            ) from exc
+    mpp = (float(value), float(value)) if np.isscalar(value) else tuple(map(float, value))
+    if len(mpp) != 2 or not all(math.isfinite(v) and v > 0 for v in mpp):
+        raise ConfigError(f"mask mpp {value!r}; expected a positive number or (x, y)")
+    return mpp  # type: ignore[return-value]
+
+
+def _load_mask(path: str | os.PathLike) -> np.ndarray:
+    from pathpipe.tissue import load_mask
+
+    if not Path(path).is_file():
+        raise StorageError(f"mask {str(path)!r} is missing; expected the tissue stage's PNG")
+    return load_mask(path)
+
+
+def _slide_rgb(path: str | os.PathLike, shape: tuple[int, int], mpp: tuple[float, float]):
+    """The slide at the mask's resolution, cropped or padded (white) to ``shape``."""
+    from pathpipe.io.slide import open_slide
+
+    with open_slide(path) as slide:
+        thumb = slide.thumbnail_at_mpp(float(np.mean(mpp)))
+    out = np.full((*shape, 3), 255, dtype=np.uint8)
+    h, w = min(shape[0], thumb.shape[0]), min(shape[1], thumb.shape[1])
+    out[:h, :w] = thumb[:h, :w]
+    return out
+
+
+def _section_colour(index: int, count: int) -> np.ndarray:
+    r, g, b = colorsys.hsv_to_rgb(0.8 * index / max(count - 1, 1), 0.8, 0.9)
+    return np.array([r, g, b]) * 255
+
+
+def _check_sections(sections: list[SectionInput], block: str) -> None:
+    if not sections:
+        raise ConfigError(f"block {block!r} has no sections; expected at least 2")
+    numbers = [int(s.section) for s in sections]
+    if any(n < 0 for n in numbers) or len(set(numbers)) != len(numbers):
+        raise ConfigError(
+            f"block {block!r} sections {numbers}; expected distinct non-negative positions"
+        )
+
+
+def _planes(
+    sections: dict[int, SectionInput],
+    first: int,
+    transforms: list[RigidTransform2D | None],
+    rows: list[dict[str, Any]],
+    grid: VolumeGrid,
+    *,
+    colour: bool,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The registered mask (and RGB) planes, gaps interpolated, tears flagged and patched."""
+    labels = np.zeros(grid.shape, dtype=bool)
+    image = np.full((3, *grid.shape), 255, dtype=np.uint8) if colour else None
+    kind = ["empty"] * grid.shape[0]
+    for k, (transform, row) in enumerate(zip(transforms, rows, strict=True)):
+        if transform is None or any(f in row["flag"] for f in _REJECTED):
+            continue
+        s = sections[first + k]
+        mpp = _mask_mpp(s.mask_mpp)
+        mask = _load_mask(s.mask_path)
+        labels[k] = plane_from_image(mask, mpp, transform, grid)
+        if image is not None:
+            rgb = _slide_rgb(s.slide_path, mask.shape, mpp)
+            image[:, k] = np.moveaxis(plane_from_image(rgb, mpp, transform, grid, fill=255), -1, 0)
+        kind[k] = "registered"
+    good = [k for k, t in enumerate(kind) if t == "registered"]
+    for k in range(grid.shape[0]):
+        below = [g for g in good if g < k]
+        above = [g for g in good if g > k]
+        if not below or not above:
+            continue
+        lo, hi = below[-1], above[0]
+        if kind[k] == "empty":
+            labels[k] = interpolate_plane(labels[lo], labels[hi], (k - lo) / (hi - lo))
+            kind[k] = "interpolated"
+        elif lo == k - 1 and hi == k + 1:
+            share = uncovered_fraction(labels[k], labels[lo], labels[hi])
+            rows[k]["uncovered"] = share
+            if share > TORN_UNCOVERED:
+                rows[k]["flag"] = ";".join(f for f in (rows[k]["flag"], "torn") if f)
+                labels[k] |= interpolate_plane(labels[lo], labels[hi], 0.5)
+                kind[k] = "registered+interpolated"
+    return labels, image, kind
+
+
+def run_reconstruction(
+    sections: list[SectionInput],
+    out_dir: str | os.PathLike,
+    *,
+    params: ReconstructionParams,
+    block: str = "block",
+) -> dict[str, Any]:
+    """Reconstruct one block in 3D and write its files (see the module docstring).
+
+    Parameters
+    ----------
+    sections : list of SectionInput
+        The block's sections (any order; sorted by ``section``). Positions
+        between the first and the last that no input has are ``missing``.
+    out_dir : path-like
+        Receives the files (created).
+    params : ReconstructionParams
+        ``params.mask`` must be ``tissue`` (the masks given are tissue masks).
+    block : str
+        The block's id.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+
+    Raises
+    ------
+    ConfigError
+        For a mask source other than ``tissue``, duplicate sections, or fewer
+        than two usable sections (naming the block).
+    StorageError
+        When a mask or its record is missing or unreadable.
+    """
+    import pandas as pd
+
+    from pathpipe.io.storage import atomic_file, provenance, write_json
+    from pathpipe.reconstruction.outputs import (
+        marching_cubes_mesh,
+        write_mesh_ply,
+        write_ome_zarr,
+        write_points_ply,
+    )
+
+    start = time.perf_counter()
+    kind, _ = mask_source(params.mask)
+    if kind != "tissue":
+        raise ConfigError(
+            f"reconstruction.mask={params.mask!r} is not yet supported by the path-level "
+            "stage; expected 'tissue'"
+        )
+    sections = sorted(sections, key=lambda s: int(s.section))
+    _check_sections(sections, block)
+    by_section = {int(s.section): s for s in sections}
+    first, last = int(sections[0].section), int(sections[-1].section)
+    colour = all(s.slide_path is not None for s in sections)
+
+    layers: list[LayerPoints | None] = []
+    for k in range(first, last + 1):
+        s = by_section.get(k)
+        if s is None:
+            layers.append(None)
+            continue
+        mpp = _mask_mpp(s.mask_mpp)
+        mask = _load_mask(s.mask_path)
+        rgb = _slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
+        layers.append(layer_points(mask, mpp, params.working_mpp, rgb=rgb))
+    names = [by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, last + 1)]
+    transforms, rows = register_stack(layers, params, block=block, names=names)
+
+    # registered points
+    xyz, colours = [], []
+    for k, (layer, transform) in enumerate(zip(layers, transforms, strict=True)):
+        if layer is None or transform is None or layer.empty:
+            continue
+        xy = transform.apply(layer.xy)
+        xyz.append(np.column_stack([xy, np.full(len(xy), (first + k) * params.section_spacing)]))
+        if layer.rgb is not None:
+            colours.append(layer.rgb)
+        else:
+            colours.append(np.tile(_section_colour(k, len(layers)), (len(xy), 1)))
+    points, point_rgb = np.concatenate(xyz), np.concatenate(colours)
+
+    grid = VolumeGrid.around(
+        points[:, :2].min(axis=0),
+        points[:, :2].max(axis=0),
+        first_section=first,
+        planes=last - first + 1,
+        spacing_um=params.section_spacing,
+        working_mpp=params.working_mpp,
+    )
+    labels, image, plane_kind = _planes(by_section, first, transforms, rows, grid, colour=colour)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = provenance(stage="reconstruction", params=asdict(params), block=block)
+    table = pd.DataFrame(rows)
+    table.insert(
+        0,
+        "slide_id",
+        [by_section[k].slide_id if k in by_section else "" for k in range(first, last + 1)],
+    )
+    table.insert(0, "section", list(range(first, last + 1)))
+    table = table[["section", "slide_id", *ROW_COLUMNS]]
+    with atomic_file(out_dir / "registration.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+    section_records = []
+    for k, (transform, row) in enumerate(zip(transforms, rows, strict=True)):
+        s = by_section.get(first + k)
+        section_records.append(
+            {
+                "section": first + k,
+                "slide_id": None if s is None else s.slide_id,
+                "z_um": (first + k) * params.section_spacing,
+                "mask_mpp": None if s is None else list(_mask_mpp(s.mask_mpp)),
+                "flag": row["flag"],
+                "plane": plane_kind[k],
+                "transform": None if transform is None else transform.to_dict(),
+            }
+        )
+    write_json(
+        out_dir / "transforms.json",
+        {
+            "format": TRANSFORMS_FORMAT,
+            "version": 1,
+            "block": block,
+            "spacing_um": params.section_spacing,
+            "working_mpp": params.working_mpp,
+            "mask": params.mask,
+            "frame": (
+                "transform: section slide µm (x, y from the slide's top-left corner) -> "
+                "block µm (the bottom usable section's slide frame); z_um = section * spacing_um"
+            ),
+            "volume": grid.to_dict(),
+            "sections": section_records,
+        },
+    )
+    write_points_ply(out_dir / "points.ply", points, point_rgb)
+    write_ome_zarr(
+        out_dir / "volume.zarr",
+        labels.astype(np.uint8),
+        grid,
+        image=image,
+        attrs={"pathpipe": json.loads(json.dumps(record, default=str))},
+    )
+    vertices, faces, area_mm2, mesh_mm3 = marching_cubes_mesh(labels, grid)
+    write_mesh_ply(out_dir / "mesh.ply", vertices, faces)
+
+    summary = {
+        "block": block,
+        "sections": last - first + 1,
+        "sections_registered": plane_kind.count("registered")
+        + plane_kind.count("registered+interpolated"),
+        "sections_interpolated": plane_kind.count("interpolated"),
+        "volume_mm3": volume_between_ends_mm3(labels, grid.spacing_um),
+        "volume_definition": "mask stack between the first and last section planes (trapezoid)",
+        "mesh_volume_mm3": mesh_mm3,
+        "surface_area_mm2": area_mm2,
+        "points": len(points),
+        "seconds": time.perf_counter() - start,
+        "layers": [
+            {
+                "section": r["section"],
+                "slide_id": r["slide_id"],
+                "flag": r["flag"],
+                "plane": r["plane"],
+                **({"uncovered": rows[i]["uncovered"]} if "uncovered" in rows[i] else {}),
+            }
+            for i, r in enumerate(section_records)
+        ],
+        "provenance": record,
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _section_number(text: Any) -> int | None:
+    """A sheet's ``section`` as an int (``"3"`` and ``"3.0"``), None when not a whole number >= 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return int(value) if math.isfinite(value) and value >= 0 and value.is_integer() else None
+
+
+def sections_from_sheet(
+    sheet: str | os.PathLike, block: str, results: str | os.PathLike
+) -> list[SectionInput]:
+    """A block's sections from the slide sheet and the tissue stage's results.
+
+    Each sheet row of ``block`` gives ``results/{slide_id}/tissue.png`` and
+    ``tissue.json``, and its ``path`` as the slide (for colours) when that file exists.
+
+    Raises
+    ------
+    ConfigError
+        When the sheet has no ``block``/``section`` columns, no row of ``block``,
+        or a row of ``block`` without a whole-number section, naming the rows.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ConfigError(f"cannot read slide sheet {str(sheet)!r}: {exc}") from exc
+    missing = {"slide_id", "block", "section"} - set(table.columns)
+    if missing:
+        raise ConfigError(f"slide sheet {str(sheet)!r} lacks columns {sorted(missing)}")
+    rows = table[table["block"] == block]
+    if rows.empty:
+        blocks = sorted(set(table["block"].dropna()))
+        raise ConfigError(
+            f"slide sheet {str(sheet)!r} has no rows of block {block!r}; blocks: {blocks}"
+        )
+    bad = [r.slide_id for r in rows.itertuples() if _section_number(r.section) is None]
+    if bad:
+        raise ConfigError(
+            f"slides {bad} of block {block!r} have no whole-number section; expected 0, 1, 2…"
+        )
+    results = Path(results)
+    out = []
+    for r in rows.itertuples():
+        folder = results / r.slide_id
+        slide = getattr(r, "path", None)
+        slide = slide if isinstance(slide, str) and Path(slide).is_file() else None
+        out.append(
+            SectionInput(
+                _section_number(r.section),
+                r.slide_id,
+                folder / "tissue.png",
+                folder / "tissue.json",
+                slide,
+            )
+        )
+    return out
+
+
+def run_reconstruction_sheet(
+    sheet: str | os.PathLike,
+    block: str,
+    results: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    params: ReconstructionParams,
+) -> dict[str, Any]:
+    """:func:`run_reconstruction` on a block of the slide sheet (``pathpipe reconstruction run``)."""
+    sections = sections_from_sheet(sheet, block, results)
+    return run_reconstruction(sections, out_dir, params=params, block=block)
