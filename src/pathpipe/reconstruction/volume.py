@@ -76,19 +76,22 @@ class VolumeGrid:
     ) -> VolumeGrid:
         """The grid covering ``[xy_min, xy_max]`` (µm, ``(x, y)``) with a margin.
 
-        Voxel centres lie on multiples of ``working_mpp`` (so two runs of a block
-        share their grid where their extents overlap).
+        Voxel centres lie at ``(n + 1/2) × working_mpp`` (where the layers' points
+        of an untransformed section lie, so the bottom section is resampled
+        without a shift; two runs of a block share their grid where their extents
+        overlap).
         """
         if planes < 1 or not np.all(np.isfinite([*xy_min, *xy_max])):
             raise ConfigError(
                 f"volume of {planes} planes over {list(xy_min)}..{list(xy_max)} µm; "
                 "expected at least one plane and a finite extent"
             )
-        lo = np.floor(np.asarray(xy_min) / working_mpp) - margin_px
-        hi = np.ceil(np.asarray(xy_max) / working_mpp) + margin_px
+        lo = np.floor(np.asarray(xy_min) / working_mpp - 0.5 + 1e-9) - margin_px
+        hi = np.ceil(np.asarray(xy_max) / working_mpp - 0.5 - 1e-9) + margin_px
         n = (hi - lo + 1).astype(int)
+        x0, y0 = (lo + 0.5) * working_mpp
         return cls(
-            (first_section * spacing_um, float(lo[1] * working_mpp), float(lo[0] * working_mpp)),
+            (first_section * spacing_um, float(y0), float(x0)),
             (int(planes), int(n[1]), int(n[0])),
             (float(spacing_um), float(working_mpp), float(working_mpp)),
         )
