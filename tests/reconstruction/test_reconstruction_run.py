@@ -109,8 +109,11 @@ def _pair_errors(block: dict) -> tuple[list[float], list[float], list[bool]]:
     return rot, shift, mirror_ok
 
 
-def _truth_in_our_grid(block: dict, through: dict[int, RigidTransform2D]) -> tuple:
+def _truth_in_our_grid(
+    block: dict, through: dict[int, RigidTransform2D], out: Path | None = None
+) -> tuple:
     """Per plane: our mask sampled at the truth voxel centres (mapped by ``through[k]``)."""
+    out = block["out"] if out is None else out
     import zarr
 
     tv = block["truth"]["truth_volume"]
@@ -119,8 +122,8 @@ def _truth_in_our_grid(block: dict, through: dict[int, RigidTransform2D]) -> tup
     _, tsy, tsx = tv["spacing_um_zyx"]
     ny, nx = truth.shape[1:]
     x, y = np.meshgrid(tox + tsx * np.arange(nx), toy + tsy * np.arange(ny))
-    labels = zarr.open_group(str(block["out"] / "volume.zarr"), mode="r")["labels/mask/0"][:]
-    grid = json.loads((block["out"] / "transforms.json").read_text())["volume"]
+    labels = zarr.open_group(str(out / "volume.zarr"), mode="r")["labels/mask/0"][:]
+    grid = json.loads((out / "transforms.json").read_text())["volume"]
     _, oy, ox = grid["origin_um_zyx"]
     ours = np.zeros_like(truth)
     for k in range(truth.shape[0]):
@@ -292,17 +295,31 @@ def test_warp_round_trips_known_points(block, tmp_path) -> None:
 # ---- the command line and bad input -----------------------------------------------
 
 
-def test_cli_run_on_the_block(block, tmp_path) -> None:
-    root = block["root"]
+def test_cli_run_from_the_largest_section(block, tmp_path) -> None:
+    """``--reference largest``: registered outwards from the largest section, whose
+    frame is the block frame. Measured: Dice 0.91 (0.81 from the bottom), volume -3.0 %."""
+    root, out = block["root"], tmp_path / "cli"
     argv = ["reconstruction", "run", "--sheet", str(root / "blk" / "slides.tsv"), "--block"]
-    argv += ["blk", "--results", str(root / "results"), "--out-dir", str(tmp_path / "cli")]
-    argv += ["--section-spacing", "20", "--working-mpp", "8"]
+    argv += ["blk", "--results", str(root / "results"), "--out-dir", str(out)]
+    argv += ["--section-spacing", "20", "--working-mpp", "8", "--reference", "largest"]
     assert main(argv) == 0
     for name in (*FILES, "summary.json"):
-        assert (tmp_path / "cli" / name).exists(), name
-    a = pd.read_csv(block["out"] / "registration.tsv", sep="\t")
-    b = pd.read_csv(tmp_path / "cli" / "registration.tsv", sep="\t")
-    np.testing.assert_allclose(a["rotation_deg"], b["rotation_deg"], atol=1e-6)
+        assert (out / name).exists(), name
+    written = json.loads((out / "transforms.json").read_text())
+    truth = block["truth"]
+    areas = {s["section"]: s["tissue_area_mm2"] for s in truth["sections"] if not s["missing"]}
+    assert written["reference"] == "largest"
+    assert areas[written["reference_section"]] >= 0.97 * max(areas.values())  # most points
+    ref = written["reference_section"]
+    ref_row = next(s for s in written["sections"] if s["section"] == ref)
+    assert ref_row["transform"] == RigidTransform2D().to_dict()
+
+    truth_t = _truth_transforms(truth)
+    through = dict.fromkeys(truth_t, truth_t[ref].inverse())
+    mine, expected = _truth_in_our_grid(block, through, out)
+    assert _dice(mine, expected) >= 0.88
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["volume_mm3"] / truth["volumes"]["tissue_mm3"] - 1) <= 0.06
 
 
 def test_bad_input_is_named(block, tmp_path) -> None:

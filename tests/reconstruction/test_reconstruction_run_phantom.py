@@ -88,3 +88,29 @@ def test_every_plane_is_the_object(phantom_block) -> None:
     ]
     table = pd.read_csv(out / "registration.tsv", sep="\t", keep_default_na=False)
     assert table["flag"].tolist() == ["", "", "missing", "", ""]
+
+
+def test_registered_outwards_from_the_largest_section(tmp_path) -> None:
+    """``reference="largest"``: each transform is ``T_ref⁻¹ T_k`` (the reference's frame)."""
+    from PIL import Image
+
+    phantom = Phantom(SIZE, 3)
+    sections = []
+    for k, t in TRUTH.items():
+        path = tmp_path / f"s{k}.png"
+        Image.fromarray(phantom.mask(MASK_MPP, t).astype(np.uint8) * 255).save(path)
+        sections.append(SectionInput(k, f"s{k}", path, MASK_MPP))
+    params = ReconstructionParams(section_spacing=50.0, reference="largest")
+    run_reconstruction(sections, tmp_path / "out", params=params)
+    written = read_transforms(tmp_path / "out" / "transforms.json")
+    ref = written["reference_section"]
+    assert ref in TRUTH
+    xy = (np.random.default_rng(1).uniform(0.3, 0.7, (100, 2))) * SIZE
+    for s in written["sections"]:
+        if s["transform"] is None:
+            assert s["section"] == 2
+            continue
+        truth = TRUTH[ref].inverse().compose(TRUTH[s["section"]])
+        assert s["transform"].mirrored is truth.mirrored
+        assert rotation_error_deg(s["transform"], truth) <= 0.5
+        assert np.abs(s["transform"].apply(xy) - truth.apply(xy)).max() <= PARAMS.working_mpp

@@ -18,6 +18,7 @@ writes into ``out_dir`` (each file atomically):
 
         {"format": "pathpipe.reconstruction.transforms", "version": 1,
          "block": str, "spacing_um": float, "working_mpp": float, "mask": str,
+         "reference": str, "reference_section": int,
          "frame": str, "volume": {"origin_um_zyx", "shape_zyx", "spacing_um_zyx"},
          "sections": [{"section": int, "slide_id": str | null, "z_um": float,
                        "mask_mpp": [x, y] | null, "flag": str, "plane": str,
@@ -27,7 +28,8 @@ writes into ``out_dir`` (each file atomically):
     A section's ``transform`` (:class:`~pathpipe.reconstruction.transforms.RigidTransform2D`)
     maps its slide's µm ``(x, y)`` (level 0, from the slide's top-left corner;
     the tissue mask covers the whole slide) into the block frame: the frame of
-    the bottom usable section's slide, µm; ``z_um = section × spacing_um``.
+    the reference section's slide (``reference``: the bottom usable section, or
+    the largest), µm; ``z_um = section × spacing_um``.
     ``plane`` says how the volume's plane was made: ``registered``,
     ``interpolated`` (no usable section: shape-based interpolation from its
     neighbours), ``registered+interpolated`` (torn: its own mask plus the
@@ -64,7 +66,7 @@ import numpy as np
 from pathpipe.errors import ConfigError, StorageError
 from pathpipe.reconstruction.params import ReconstructionParams, mask_source
 from pathpipe.reconstruction.points import LayerPoints, layer_points
-from pathpipe.reconstruction.register import ROW_COLUMNS, register_stack
+from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, register_stack
 from pathpipe.reconstruction.transforms import RigidTransform2D
 from pathpipe.reconstruction.volume import (
     TORN_UNCOVERED,
@@ -161,6 +163,32 @@ def _check_sections(sections: list[SectionInput], block: str) -> None:
         raise ConfigError(
             f"block {block!r} sections {numbers}; expected distinct non-negative positions"
         )
+
+
+def _register(
+    layers: list[LayerPoints | None], params: ReconstructionParams, *, block: str, names: list[str]
+) -> tuple[list[RigidTransform2D | None], list[dict[str, Any]]]:
+    """:func:`register_stack` from the bottom, or outwards from the largest layer.
+
+    ``reference="largest"``: the layers above the largest are registered bottom
+    to top from it, those below top to bottom (the same loop on the reversed
+    list), so the largest layer's frame is the block frame.
+    """
+    if params.reference == "bottom":
+        return register_stack(layers, params, block=block, names=names)
+    sizes = [0 if layer is None else len(layer) for layer in layers]
+    m = int(np.argmax(sizes))
+    usable = [size >= MIN_POINTS for size in sizes]
+    if sum(usable[: m + 1]) < 2:  # nothing usable below: the largest is the bottom usable
+        return register_stack(layers, params, block=block, names=names)
+    if sum(usable[m:]) < 2:  # nothing usable above: top to bottom from it
+        t, rows = register_stack(layers[::-1], params, block=block, names=names[::-1])
+        return t[::-1], rows[::-1]
+    up_t, up_rows = register_stack(layers[m:], params, block=block, names=names[m:])
+    down_t, down_rows = register_stack(
+        layers[: m + 1][::-1], params, block=block, names=names[: m + 1][::-1]
+    )
+    return down_t[::-1][:m] + up_t, down_rows[::-1][:m] + up_rows
 
 
 def _planes(
@@ -275,7 +303,7 @@ def run_reconstruction(
         rgb = _slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
         layers.append(layer_points(mask, mpp, params.working_mpp, rgb=rgb))
     names = [by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, last + 1)]
-    transforms, rows = register_stack(layers, params, block=block, names=names)
+    transforms, rows = _register(layers, params, block=block, names=names)
 
     # registered points
     xyz, colours = [], []
@@ -314,6 +342,11 @@ def run_reconstruction(
     with atomic_file(out_dir / "registration.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 
+    reference = next(
+        first + k
+        for k, (t, row) in enumerate(zip(transforms, rows, strict=True))
+        if t is not None and np.isnan(row["fitness"])
+    )
     section_records = []
     for k, (transform, row) in enumerate(zip(transforms, rows, strict=True)):
         s = by_section.get(first + k)
@@ -337,9 +370,11 @@ def run_reconstruction(
             "spacing_um": params.section_spacing,
             "working_mpp": params.working_mpp,
             "mask": params.mask,
+            "reference": params.reference,
+            "reference_section": reference,
             "frame": (
                 "transform: section slide µm (x, y from the slide's top-left corner) -> "
-                "block µm (the bottom usable section's slide frame); z_um = section * spacing_um"
+                "block µm (the reference section's slide frame); z_um = section * spacing_um"
             ),
             "volume": grid.to_dict(),
             "sections": section_records,
