@@ -32,8 +32,9 @@ import pytest
 from pathpipe.cli import main
 from pathpipe.errors import ConfigError
 from pathpipe.reconstruction import ReconstructionParams
+from pathpipe.reconstruction.inputs import sections_from_sheet
 from pathpipe.reconstruction.register import ROW_COLUMNS
-from pathpipe.reconstruction.run import run_reconstruction_sheet, sections_from_sheet
+from pathpipe.reconstruction.run import run_reconstruction_sheet
 from pathpipe.reconstruction.transforms import RigidTransform2D, rotation_error_deg
 from pathpipe.reconstruction.volume import interpolate_plane, uncovered_fraction
 from pathpipe.reconstruction.warp import read_transforms, run_warp, warp_points

@@ -24,6 +24,8 @@ the CLI is :mod:`pathpipe.cli.reconstruction`, the rule comes next):
 ``phantom``         generated sections with a known transform (tests, benchmarks)
 ``volume``          the registered sections on a grid: resampling, shape-based
                     interpolation of gaps, torn sections, volume
+``inputs``          :class:`SectionInput`, masks and their µm/px, a block's
+                    sections from the slide sheet
 ``outputs``         writers: points and mesh PLY (Open3D), OME-Zarr volume
 ``run``             :func:`run_reconstruction` (path level): masks -> layers ->
                     registration -> ``registration.tsv``, ``transforms.json``,

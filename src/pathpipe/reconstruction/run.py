@@ -54,16 +54,22 @@ from __future__ import annotations
 
 import colorsys
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pathpipe.errors import ConfigError, StorageError
+from pathpipe.errors import ConfigError
+from pathpipe.reconstruction.inputs import (
+    SectionInput,
+    load_section_mask,
+    mask_mpp,
+    sections_from_sheet,
+    slide_rgb,
+)
 from pathpipe.reconstruction.params import ReconstructionParams, mask_source
 from pathpipe.reconstruction.points import LayerPoints, layer_points
 from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, register_stack
@@ -82,72 +88,12 @@ __all__ = [
     "SectionInput",
     "run_reconstruction",
     "run_reconstruction_sheet",
-    "sections_from_sheet",
 ]
 
 TRANSFORMS_FORMAT = "pathpipe.reconstruction.transforms"
 
 #: Flags of register_stack that reject a layer's transform for the volume.
 _REJECTED = ("low_fitness", "high_rmse")
-
-
-@dataclass(frozen=True)
-class SectionInput:
-    """One section of a block.
-
-    Attributes
-    ----------
-    section : int
-        Position in the block (``z = section × spacing``).
-    slide_id : str
-    mask_path : path-like
-        The section's mask PNG covering the whole slide (the tissue stage's ``tissue.png``).
-    mask_mpp : float, (float, float) or path-like
-        µm per pixel of the mask, or the tissue stage's ``tissue.json`` holding it (``mask_mpp``).
-    slide_path : path-like, optional
-        The slide, for the points' and the volume's colours.
-    """
-
-    section: int
-    slide_id: str
-    mask_path: str | os.PathLike
-    mask_mpp: float | tuple[float, float] | str | os.PathLike
-    slide_path: str | os.PathLike | None = None
-
-
-def _mask_mpp(value: Any) -> tuple[float, float]:
-    if isinstance(value, (str, os.PathLike)):
-        try:
-            record = json.loads(Path(value).read_text(encoding="utf-8"))
-            value = record["mask_mpp"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StorageError(
-                f"tissue record {str(value)!r} unreadable or without 'mask_mpp': {exc}"
-            ) from exc
-    mpp = (float(value), float(value)) if np.isscalar(value) else tuple(map(float, value))
-    if len(mpp) != 2 or not all(math.isfinite(v) and v > 0 for v in mpp):
-        raise ConfigError(f"mask mpp {value!r}; expected a positive number or (x, y)")
-    return mpp  # type: ignore[return-value]
-
-
-def _load_mask(path: str | os.PathLike) -> np.ndarray:
-    from pathpipe.tissue import load_mask
-
-    if not Path(path).is_file():
-        raise StorageError(f"mask {str(path)!r} is missing; expected the tissue stage's PNG")
-    return load_mask(path)
-
-
-def _slide_rgb(path: str | os.PathLike, shape: tuple[int, int], mpp: tuple[float, float]):
-    """The slide at the mask's resolution, cropped or padded (white) to ``shape``."""
-    from pathpipe.io.slide import open_slide
-
-    with open_slide(path) as slide:
-        thumb = slide.thumbnail_at_mpp(float(np.mean(mpp)))
-    out = np.full((*shape, 3), 255, dtype=np.uint8)
-    h, w = min(shape[0], thumb.shape[0]), min(shape[1], thumb.shape[1])
-    out[:h, :w] = thumb[:h, :w]
-    return out
 
 
 def _section_colour(index: int, count: int) -> np.ndarray:
@@ -208,11 +154,11 @@ def _planes(
         if transform is None or any(f in row["flag"] for f in _REJECTED):
             continue
         s = sections[first + k]
-        mpp = _mask_mpp(s.mask_mpp)
-        mask = _load_mask(s.mask_path)
+        mpp = mask_mpp(s.mask_mpp)
+        mask = load_section_mask(s.mask_path)
         labels[k] = plane_from_image(mask, mpp, transform, grid)
         if image is not None:
-            rgb = _slide_rgb(s.slide_path, mask.shape, mpp)
+            rgb = slide_rgb(s.slide_path, mask.shape, mpp)
             image[:, k] = np.moveaxis(plane_from_image(rgb, mpp, transform, grid, fill=255), -1, 0)
         kind[k] = "registered"
     good = [k for k, t in enumerate(kind) if t == "registered"]
@@ -298,9 +244,9 @@ def run_reconstruction(
         if s is None:
             layers.append(None)
             continue
-        mpp = _mask_mpp(s.mask_mpp)
-        mask = _load_mask(s.mask_path)
-        rgb = _slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
+        mpp = mask_mpp(s.mask_mpp)
+        mask = load_section_mask(s.mask_path)
+        rgb = slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
         layers.append(layer_points(mask, mpp, params.working_mpp, rgb=rgb))
     names = [by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, last + 1)]
     transforms, rows = _register(layers, params, block=block, names=names)
@@ -355,7 +301,7 @@ def run_reconstruction(
                 "section": first + k,
                 "slide_id": None if s is None else s.slide_id,
                 "z_um": (first + k) * params.section_spacing,
-                "mask_mpp": None if s is None else list(_mask_mpp(s.mask_mpp)),
+                "mask_mpp": None if s is None else list(mask_mpp(s.mask_mpp)),
                 "flag": row["flag"],
                 "plane": plane_kind[k],
                 "transform": None if transform is None else transform.to_dict(),
@@ -417,67 +363,6 @@ def run_reconstruction(
     }
     write_json(out_dir / "summary.json", summary)
     return summary
-
-
-def _section_number(text: Any) -> int | None:
-    """A sheet's ``section`` as an int (``"3"`` and ``"3.0"``), None when not a whole number >= 0."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return int(value) if math.isfinite(value) and value >= 0 and value.is_integer() else None
-
-
-def sections_from_sheet(
-    sheet: str | os.PathLike, block: str, results: str | os.PathLike
-) -> list[SectionInput]:
-    """A block's sections from the slide sheet and the tissue stage's results.
-
-    Each sheet row of ``block`` gives ``results/{slide_id}/tissue.png`` and
-    ``tissue.json``, and its ``path`` as the slide (for colours) when that file exists.
-
-    Raises
-    ------
-    ConfigError
-        When the sheet has no ``block``/``section`` columns, no row of ``block``,
-        or a row of ``block`` without a whole-number section, naming the rows.
-    """
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ConfigError(f"cannot read slide sheet {str(sheet)!r}: {exc}") from exc
-    missing = {"slide_id", "block", "section"} - set(table.columns)
-    if missing:
-        raise ConfigError(f"slide sheet {str(sheet)!r} lacks columns {sorted(missing)}")
-    rows = table[table["block"] == block]
-    if rows.empty:
-        blocks = sorted(set(table["block"].dropna()))
-        raise ConfigError(
-            f"slide sheet {str(sheet)!r} has no rows of block {block!r}; blocks: {blocks}"
-        )
-    bad = [r.slide_id for r in rows.itertuples() if _section_number(r.section) is None]
-    if bad:
-        raise ConfigError(
-            f"slides {bad} of block {block!r} have no whole-number section; expected 0, 1, 2…"
-        )
-    results = Path(results)
-    out = []
-    for r in rows.itertuples():
-        folder = results / r.slide_id
-        slide = getattr(r, "path", None)
-        slide = slide if isinstance(slide, str) and Path(slide).is_file() else None
-        out.append(
-            SectionInput(
-                _section_number(r.section),
-                r.slide_id,
-                folder / "tissue.png",
-                folder / "tissue.json",
-                slide,
-            )
-        )
-    return out
 
 
 def run_reconstruction_sheet(
