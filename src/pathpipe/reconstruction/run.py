@@ -3,7 +3,8 @@
 :func:`run_reconstruction` reads each section's mask (the tissue stage's
 ``tissue.png`` and its µm/px from ``tissue.json``), makes its layer of points
 (:func:`~pathpipe.reconstruction.points.layer_points`), registers the stack
-bottom to top (:func:`~pathpipe.reconstruction.register.register_stack`) and
+bottom to top (:func:`~pathpipe.reconstruction.register.register_stack`; with
+``reference="largest"`` outwards from the largest section, up and down) and
 writes into ``out_dir`` (each file atomically):
 
 ``registration.tsv``
