@@ -181,6 +181,9 @@ def test_every_output_exists_and_reads(block) -> None:
     label_ms = root["labels/mask"].attrs["multiscales"][0]
     assert label_ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [20.0, 8.0, 8.0]
     assert root["labels"].attrs["labels"] == ["mask"]
+    for array in ("0", "labels/mask/0"):
+        meta = json.loads((out / "volume.zarr" / array / ".zarray").read_text())
+        assert meta["dimension_separator"] == "/"
     # the RGB is tissue-coloured where the mask is, white far outside
     lab = labels[:].astype(bool)
     rgb = image[:]

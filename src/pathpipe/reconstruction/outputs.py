@@ -3,7 +3,7 @@
 Every writer goes through :mod:`pathpipe.io.storage` (a temporary path renamed
 on success). Open3D and scikit-image are imported inside the functions.
 
-``volume.zarr`` is an OME-Zarr (NGFF 0.4, Zarr format 2) image group:
+``volume.zarr`` is an OME-Zarr (NGFF 0.4: Zarr format 2, ``/`` dimension separator) image group:
 
 * ``0``: the image, ``(c, z, y, x)`` uint8: the registered sections' RGB when
   every present section has a slide (white outside a section), else one channel,
@@ -29,6 +29,9 @@ from pathpipe.reconstruction.volume import VolumeGrid
 __all__ = ["marching_cubes_mesh", "write_mesh_ply", "write_ome_zarr", "write_points_ply"]
 
 NGFF_VERSION = "0.4"
+
+#: NGFF 0.4 arrays are Zarr v2 with "/" between chunk indices.
+_KEYS = {"name": "v2", "separator": "/"}
 
 
 def write_points_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray) -> None:
@@ -158,7 +161,7 @@ def write_ome_zarr(
     with atomic_dir(path) as tmp:
         root = zarr.open_group(str(Path(tmp)), mode="w", zarr_format=2)
         channel = {"name": "c", "type": "channel"}
-        root.create_array("0", data=image, chunks=(1, *chunks_zyx))
+        root.create_array("0", data=image, chunks=(1, *chunks_zyx), chunk_key_encoding=_KEYS)
         root.attrs.update(
             {
                 "multiscales": _multiscales("sections", [channel, *_ZYX], grid),
@@ -178,7 +181,7 @@ def write_ome_zarr(
         group = root.create_group("labels")
         group.attrs["labels"] = ["mask"]
         mask = group.create_group("mask")
-        mask.create_array("0", data=labels, chunks=chunks_zyx)
+        mask.create_array("0", data=labels, chunks=chunks_zyx, chunk_key_encoding=_KEYS)
         mask.attrs.update(
             {
                 "multiscales": _multiscales("mask", _ZYX, grid),
