@@ -36,7 +36,7 @@ from pathpipe.reconstruction.inputs import sections_from_sheet
 from pathpipe.reconstruction.register import ROW_COLUMNS
 from pathpipe.reconstruction.run import run_reconstruction_sheet
 from pathpipe.reconstruction.transforms import RigidTransform2D, rotation_error_deg
-from pathpipe.reconstruction.volume import interpolate_plane, uncovered_fraction
+from pathpipe.reconstruction.volume import TORN_AREA_RATIO, area_ratio, interpolate_plane
 from pathpipe.reconstruction.warp import read_transforms, run_warp, warp_points
 from pathpipe.synthetic.serial import read_serial_truth, write_serial_block
 from pathpipe.synthetic.serial_spec import SerialBlockSpec
@@ -190,6 +190,20 @@ def test_every_output_exists_and_reads(block) -> None:
     assert rgb[:, lab].mean() < 230 and rgb[:, ~lab].mean() > 240
 
 
+def test_the_torn_section_is_flagged_and_patched(block) -> None:
+    """Section 1 lost 20 % of its tissue: flagged ``torn`` (area 0.83 of its
+    neighbours' mean; intact sections 0.90–1.09) and its plane gets the
+    interpolation of its neighbours added."""
+    assert block["truth"]["torn_sections"] == [1]
+    layers = {layer["section"]: layer for layer in block["summary"]["layers"]}
+    assert layers[1]["flag"] == "torn" and layers[1]["plane"] == "registered+interpolated"
+    assert layers[1]["area_ratio"] < TORN_AREA_RATIO
+    others = [k for k, layer in layers.items() if "torn" in layer["flag"] and k != 1]
+    assert others == []
+    table = pd.read_csv(block["out"] / "registration.tsv", sep="\t", keep_default_na=False)
+    assert table.loc[table["section"] == 1, "flag"].item() == "torn"
+
+
 def test_missing_section_is_flagged_and_interpolated(block) -> None:
     import zarr
 
@@ -242,7 +256,8 @@ def test_each_plane_is_its_section_resampled(block) -> None:
 
 def test_dice_and_volume_against_truth(block) -> None:
     """Measured: Dice 0.81 in the bottom section's frame (drift of the first pair);
-    volume -4.5 % of the truth's."""
+    volume -5.1 % of the truth's (the slide masks' pale rim; the per-plane Dice above
+    is unaffected by registration)."""
     truth_t = _truth_transforms(block["truth"])
     through = dict.fromkeys(truth_t, truth_t[0].inverse())
     mine, truth = _truth_in_our_grid(block, through)
@@ -253,7 +268,7 @@ def test_dice_and_volume_against_truth(block) -> None:
 
 @pytest.mark.xfail(
     reason="issue #12 target not met from the bottom section: Dice 0.81 (the first pair's "
-    "error carries into every plane); 0.91 with reference=largest (test_cli_run_from_...)"
+    "error carries into every plane); 0.90 with reference=largest (test_cli_run_from_...)"
 )
 def test_dice_meets_the_issue_target(block) -> None:
     truth_t = _truth_transforms(block["truth"])
@@ -307,7 +322,8 @@ def test_warp_round_trips_known_points(block, tmp_path) -> None:
 
 def test_cli_run_from_the_largest_section(block, tmp_path) -> None:
     """``--reference largest``: registered outwards from the largest section, whose
-    frame is the block frame. Measured: Dice 0.91 (0.81 from the bottom), volume -3.0 %."""
+    frame is the block frame. Measured: Dice 0.90 (0.81 from the bottom; planes 3-9
+    0.95-0.98, the end planes 0.51-0.86), volume -5.2 %."""
     root, out = block["root"], tmp_path / "cli"
     argv = ["reconstruction", "run", "--sheet", str(root / "blk" / "slides.tsv"), "--block"]
     argv += ["blk", "--results", str(root / "results"), "--out-dir", str(out)]
@@ -329,7 +345,7 @@ def test_cli_run_from_the_largest_section(block, tmp_path) -> None:
     mine, expected = _truth_in_our_grid(block, through, out)
     assert _dice(mine, expected) >= 0.88
     summary = json.loads((out / "summary.json").read_text())
-    assert abs(summary["volume_mm3"] / truth["volumes"]["tissue_mm3"] - 1) <= 0.06
+    assert abs(summary["volume_mm3"] / truth["volumes"]["tissue_mm3"] - 1) <= 0.08
 
 
 def test_bad_input_is_named(block, tmp_path) -> None:
@@ -371,12 +387,12 @@ def test_bad_input_is_named(block, tmp_path) -> None:
 # ---- pure helpers ---------------------------------------------------------------
 
 
-def test_torn_section_leaves_its_neighbours_tissue_uncovered() -> None:
+def test_a_torn_section_is_smaller_than_its_neighbours_mean() -> None:
     yy, xx = np.mgrid[:60, :60]
     disc = (yy - 30) ** 2 + (xx - 30) ** 2 < 20**2
     torn = disc & (xx < 42)
-    assert uncovered_fraction(disc, disc, disc) == 0.0
-    assert uncovered_fraction(torn, disc, disc) > 0.1
+    assert area_ratio(disc, disc, disc) == 1.0
+    assert area_ratio(torn, disc, disc) < TORN_AREA_RATIO
     middle = interpolate_plane(disc, np.roll(disc, 10, axis=1), 0.5)
     assert abs(middle.sum() / disc.sum() - 1) < 0.05
     assert middle[30, 35] and not middle[30, 12]

@@ -76,11 +76,11 @@ from pathpipe.reconstruction.points import LayerPoints, layer_points
 from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, register_stack
 from pathpipe.reconstruction.transforms import RigidTransform2D
 from pathpipe.reconstruction.volume import (
-    TORN_UNCOVERED,
+    TORN_AREA_RATIO,
     VolumeGrid,
+    area_ratio,
     interpolate_plane,
     plane_from_image,
-    uncovered_fraction,
     volume_between_ends_mm3,
 )
 
@@ -173,9 +173,9 @@ def _planes(
             labels[k] = interpolate_plane(labels[lo], labels[hi], (k - lo) / (hi - lo))
             kind[k] = "interpolated"
         elif lo == k - 1 and hi == k + 1:
-            share = uncovered_fraction(labels[k], labels[lo], labels[hi])
-            rows[k]["uncovered"] = share
-            if share > TORN_UNCOVERED:
+            ratio = area_ratio(labels[k], labels[lo], labels[hi])
+            rows[k]["area_ratio"] = ratio
+            if ratio < TORN_AREA_RATIO:
                 rows[k]["flag"] = ";".join(f for f in (rows[k]["flag"], "torn") if f)
                 labels[k] |= interpolate_plane(labels[lo], labels[hi], 0.5)
                 kind[k] = "registered+interpolated"
@@ -356,7 +356,7 @@ def run_reconstruction(
                 "slide_id": r["slide_id"],
                 "flag": r["flag"],
                 "plane": r["plane"],
-                **({"uncovered": rows[i]["uncovered"]} if "uncovered" in rows[i] else {}),
+                **({"area_ratio": rows[i]["area_ratio"]} if "area_ratio" in rows[i] else {}),
             }
             for i, r in enumerate(section_records)
         ],
