@@ -44,7 +44,7 @@ LAYERS = {
     "synthetic": 5,  # synthetic.tiles builds segmentation's AnnotatedTile
     "features": 5,
     "mil": 6,
-    "reconstruction": 6,  # imports only errors, params (and io, later)
+    "reconstruction": 6,  # errors, params, io, tissue (load_mask)
     "provenance": 7,
     "cli": 8,
 }

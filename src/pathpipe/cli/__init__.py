@@ -20,6 +20,7 @@ from pathpipe.cli import (
     features,
     mil,
     provenance,
+    reconstruction,
     segmentation,
     slide,
     synthetic,
@@ -31,7 +32,17 @@ from pathpipe.errors import PathpipeError
 __all__ = ["build_parser", "main"]
 
 # The command groups, in the order of the pipeline.
-GROUPS = (slide, tissue, tiling, segmentation, features, mil, provenance, synthetic)
+GROUPS = (
+    slide,
+    tissue,
+    tiling,
+    segmentation,
+    features,
+    mil,
+    reconstruction,
+    provenance,
+    synthetic,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ point-to-point ICP on a subset of the moving layer (their Algorithm 1). Beyond
 the paper: a coarse alignment over all rotations and the mirror, everything in µm,
 guard rails for missing, empty or implausible layers.
 
-Modules, one concern each (the pure array layer; the path-level layer, CLI and
-rule come next):
+Modules, one concern each (the pure array layer, then the path-level layer;
+the CLI is :mod:`pathpipe.cli.reconstruction`, the rule comes next):
 
 ==================  ==========================================================
 ``params``          :class:`ReconstructionParams` (config block ``reconstruction:``)
@@ -22,6 +22,16 @@ rule come next):
 ``register``        :func:`register_pair`, :func:`register_stack` (bottom to top,
                     flags, rows of ``registration.tsv``)
 ``phantom``         generated sections with a known transform (tests, benchmarks)
+``volume``          the registered sections on a grid: resampling, shape-based
+                    interpolation of gaps, torn sections, volume
+``inputs``          :class:`SectionInput`, masks and their µm/px, a block's
+                    sections from the slide sheet
+``outputs``         writers: points and mesh PLY (Open3D), OME-Zarr volume
+``run``             :func:`run_reconstruction` (path level): masks -> layers ->
+                    registration -> ``registration.tsv``, ``transforms.json``,
+                    ``points.ply``, ``volume.zarr``, ``mesh.ply``, ``summary.json``
+``warp``            a block's transforms applied to points (``pathpipe
+                    reconstruction warp``)
 ==================  ==========================================================
 """
 

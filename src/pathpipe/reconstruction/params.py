@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathpipe.errors import ConfigError
 from pathpipe.params import check_params, param
 
-__all__ = ["MASK_SOURCES", "SUBSETS", "ReconstructionParams", "mask_source"]
+__all__ = ["MASK_SOURCES", "REFERENCES", "SUBSETS", "ReconstructionParams", "mask_source"]
 
 #: The points ICP matches (:mod:`pathpipe.reconstruction.icp`): all of the moving
 #: layer; the paper's band (Algorithm 1) as a rectangle (x AND y in range, its
@@ -20,6 +20,12 @@ SUBSETS = ("full", "band_and", "band_or", "voxel", "contour")
 #: Kinds of layer mask: the tissue stage's mask, the density of one nucleus class
 #: from the segmentation stage, or one class of the sheet's region annotations.
 MASK_SOURCES = ("tissue", "phenotype", "annotation")
+
+#: The section the stack is registered from: the bottom one (the paper's
+#: Algorithm 1, bottom to top), or the largest one (registered outwards, up and
+#: down, so a chain is at most half the block and starts where sections carry the
+#: most shape).
+REFERENCES = ("bottom", "largest")
 
 _MASK = re.compile(r"^(tissue|(phenotype|annotation):[^\s:]+)$")
 
@@ -76,6 +82,9 @@ class ReconstructionParams:
     max_rmse_um : float
         A layer whose inlier RMSE in µm is higher is flagged; only a value below
         ``max_correspondence_um`` can flag anything (inliers are closer than that).
+    reference : {"bottom", "largest"}
+        The section whose frame is the block frame and from which layers are
+        registered (see :data:`REFERENCES`).
 
     Notes
     -----
@@ -116,6 +125,9 @@ class ReconstructionParams:
     min_fitness: float = param(0.7, "flag a layer with a lower fitness", ge=0, le=1)
     max_rmse_um: float = param(
         32.0, "flag a layer with a larger inlier RMSE in µm (< max_correspondence_um)", gt=0
+    )
+    reference: str = param(
+        "bottom", "section registered from: bottom (up) or largest (outwards)", choices=REFERENCES
     )
 
     def __post_init__(self) -> None:

@@ -1,0 +1,72 @@
+"""``pathpipe reconstruction run|warp``: the reconstruction stage's commands.
+
+run    one block of serial sections: registration.tsv, transforms.json, points.ply,
+       volume.zarr, mesh.ply, summary.json
+warp   points of one section (µm or pixels) into the block frame (x, y, z µm)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pathpipe.cli.options import add_stage, add_verb, log
+from pathpipe.params import add_options, params_from_args
+from pathpipe.reconstruction.params import ReconstructionParams
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``reconstruction`` and its verbs to the top-level sub-parsers."""
+    verbs = add_stage(sub, "reconstruction", "3D reconstruction of a block of serial sections")
+
+    q = add_verb(verbs, "run", "register a block's sections and build its 3D model", _cmd_run)
+    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
+    q.add_argument("--block", required=True, help="the block to reconstruct")
+    q.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        help="results folder holding {slide_id}/tissue.png and tissue.json",
+    )
+    q.add_argument("--out-dir", required=True, type=Path, help="output folder of the block")
+    add_options(q.add_argument_group("parameters (config reconstruction)"), ReconstructionParams)
+
+    q = add_verb(verbs, "warp", "map one section's points into the block frame", _cmd_warp)
+    q.add_argument("--transforms", required=True, type=Path, help="the block's transforms.json")
+    q.add_argument("--section", required=True, type=int, help="the section the points lie on")
+    q.add_argument("--points", required=True, type=Path, help="points table (.parquet/.csv/.tsv)")
+    q.add_argument("--out", required=True, type=Path, help="output table (.parquet/.csv/.tsv)")
+    q.add_argument(
+        "--mpp", type=float, default=None, help="the points are level-0 pixels of this µm/px"
+    )
+    q.add_argument("--x", default="x", help="x column (default: %(default)s)")
+    q.add_argument("--y", default="y", help="y column (default: %(default)s)")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from pathpipe.reconstruction.run import run_reconstruction_sheet
+
+    summary = run_reconstruction_sheet(
+        args.sheet,
+        args.block,
+        args.results,
+        args.out_dir,
+        params=params_from_args(ReconstructionParams, args),
+    )
+    log.info(
+        "reconstruction: block %s: %d sections (%d registered), %.4f mm³, %.3f mm²",
+        summary["block"],
+        summary["sections"],
+        summary["sections_registered"],
+        summary["volume_mm3"],
+        summary["surface_area_mm2"],
+    )
+
+
+def _cmd_warp(args: argparse.Namespace) -> None:
+    from pathpipe.reconstruction.warp import run_warp
+
+    run_warp(args.transforms, args.section, args.points, args.out, mpp=args.mpp, x=args.x, y=args.y)
