@@ -232,8 +232,9 @@ def test_registration_against_truth(block) -> None:
 
 
 @pytest.mark.xfail(
+    strict=True,
     reason="issue #12 targets not met on this block: median 3.1°, 0.91 px, 2 of 10 mirrors wrong "
-    "(the pairs at the block's ends fail: small end sections that change most per section)"
+    "(the pairs at the block's ends fail: small end sections that change most per section)",
 )
 def test_registration_meets_the_issue_targets(block) -> None:
     rot, shift, mirror_ok = _pair_errors(block)
@@ -267,8 +268,9 @@ def test_dice_and_volume_against_truth(block) -> None:
 
 
 @pytest.mark.xfail(
+    strict=True,
     reason="issue #12 target not met from the bottom section: Dice 0.81 (the first pair's "
-    "error carries into every plane); 0.90 with reference=largest (test_cli_run_from_...)"
+    "error carries into every plane); 0.90 with reference=largest (test_cli_run_from_...)",
 )
 def test_dice_meets_the_issue_target(block) -> None:
     truth_t = _truth_transforms(block["truth"])
