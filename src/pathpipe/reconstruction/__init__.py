@@ -4,8 +4,9 @@ After Wu, Shen & Ke, "A General Computationally-Efficient 3D Reconstruction
 Pipeline for Multiple Images with Point Clouds" (MICCAI 2023 workshops): each
 section's mask becomes a layer of points, layers are registered bottom to top by
 point-to-point ICP on a subset of the moving layer (their Algorithm 1). Beyond
-the paper: a coarse alignment over all rotations and the mirror, everything in µm,
-guard rails for missing, empty or implausible layers.
+the paper: a coarse alignment over all rotations and the mirror, ICP on the
+layers' outlines by default (point-to-point ICP on filled masks hardly moves from
+its start), everything in µm, guard rails for missing, empty or implausible layers.
 
 Modules, one concern each (the pure array layer, then the path-level layer;
 the CLI is :mod:`pathpipe.cli.reconstruction`, the rule comes next):
@@ -18,7 +19,8 @@ the CLI is :mod:`pathpipe.cli.reconstruction`, the rule comes next):
 ``coarse``          :func:`coarse_candidates`: centroids, principal axes, angle and
                     mirror search scored by fitness
 ``icp``             :func:`icp_align`: Open3D point-to-point ICP on the ``full``,
-                    ``band_and``, ``band_or`` or ``voxel`` subset
+                    ``band_and``, ``band_or`` or ``voxel`` subset, or (``contour``,
+                    the default) point-to-line ICP on both layers' outlines
 ``register``        :func:`register_pair`, :func:`register_stack` (bottom to top,
                     flags, rows of ``registration.tsv``)
 ``phantom``         generated sections with a known transform (tests, benchmarks)
