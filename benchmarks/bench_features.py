@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
 import warnings
@@ -43,21 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import describe
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 PYRADIOMICS_CLASSES = ("firstorder", "glcm", "gldm", "glrlm", "glszm")
 
 
 def machine() -> str:
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    return describe()
 
 
 def load_tiles(n_synthetic: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:

@@ -29,14 +29,12 @@ candidate refinement and fine ICP) is timed once.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
+from machine import describe
 from pathpipe.reconstruction import ReconstructionParams, layer_points
 from pathpipe.reconstruction.coarse import coarse_candidates
 from pathpipe.reconstruction.icp import icp_align
@@ -48,20 +46,9 @@ METHODS = ("full", "band_and", "band_or", "voxel", "contour")
 
 
 def machine() -> str:
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
     import open3d
 
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"Open3D {open3d.__version__}"
-    )
+    return describe(f"Open3D {open3d.__version__}")
 
 
 def _table(fixed, moving, init, truth, params, tree, repeat: int) -> list:
