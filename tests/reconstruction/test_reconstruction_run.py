@@ -352,13 +352,14 @@ def test_cli_run_from_the_largest_section(block, tmp_path) -> None:
 
 def test_bad_input_is_named(block, tmp_path) -> None:
     root = block["root"]
-    with pytest.raises(ConfigError, match="not yet supported"):
+    # the mask sources are tested in test_reconstruction_sources.py; here, what they lack
+    with pytest.raises(ConfigError, match="'blk_s00' has no annotations; expected the sheet"):
         run_reconstruction_sheet(
             root / "blk" / "slides.tsv",
             "blk",
             root / "results",
             tmp_path / "x",
-            params=ReconstructionParams(mask="phenotype:tumour"),
+            params=ReconstructionParams(mask="annotation:tumour"),
         )
     sheet = pd.read_csv(root / "blk" / "slides.tsv", sep="\t")
     sheet.loc[2, "section"] = None

@@ -3,7 +3,8 @@
 :func:`block_cells` (pure) maps one section's nuclei table into the block frame;
 :func:`run_cells` (``pathpipe reconstruction cells``) does it for every section of
 a block that has both a transform (``transforms.json``) and the segmentation
-stage's ``results/{slide_id}/nuclei.parquet``, and writes ``cells.parquet``
+stage's ``results/{slide_id}/nuclei.parquet`` (a transform flagged
+``low_fitness`` or ``high_rmse`` is not used, as in the volume), and writes ``cells.parquet``
 (atomically) with one row per nucleus, columns :data:`CELL_COLUMNS` (and
 ``area_um2``, ``confidence`` when the nuclei table has them):
 
@@ -35,7 +36,7 @@ from pathpipe.errors import StorageError
 from pathpipe.reconstruction.inputs import section_slide_mpp, sections_from_sheet
 from pathpipe.reconstruction.warp import read_transforms, section_transform
 
-__all__ = ["CELL_COLUMNS", "OPTIONAL_COLUMNS", "block_cells", "run_cells"]
+__all__ = ["CELL_COLUMNS", "OPTIONAL_COLUMNS", "REJECTED", "block_cells", "run_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ CELL_COLUMNS = (
     "y_um",
     "z_um",
 )
+#: Flags of ``transforms.json`` whose transform the volume, and so the cell map, rejects.
+REJECTED = ("low_fitness", "high_rmse")
+
 #: Columns of the nuclei table carried over when present.
 OPTIONAL_COLUMNS = ("area_um2", "confidence")
 
@@ -156,7 +160,11 @@ def run_cells(
             f"transforms {str(transforms_path)!r} are of block {transforms.get('block')!r}; "
             f"expected block {block!r}"
         )
-    with_transform = {int(s["section"]) for s in transforms["sections"] if s["transform"]}
+    with_transform = {
+        int(s["section"])
+        for s in transforms["sections"]
+        if s["transform"] is not None and not any(f in s.get("flag", "") for f in REJECTED)
+    }
     tables, no_transform, no_nuclei = [], [], []
     for s in sorted(sections_from_sheet(sheet, block, results), key=lambda s: s.section):
         if int(s.section) not in with_transform:
@@ -181,7 +189,7 @@ def run_cells(
         )
     if no_transform or no_nuclei:
         log.warning(
-            "reconstruction cells: block %s: skipped sections without a transform %s, "
+            "reconstruction cells: block %s: skipped sections without a usable transform %s, "
             "without nuclei.parquet %s",
             block,
             no_transform,
