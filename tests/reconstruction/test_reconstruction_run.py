@@ -364,6 +364,10 @@ def test_bad_input_is_named(block, tmp_path) -> None:
     sheet = pd.read_csv(root / "blk" / "slides.tsv", sep="\t")
     sheet.loc[2, "section"] = None
     sheet.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"\['blk_s02'\] have a block but no section"):
+        sections_from_sheet(tmp_path / "bad.tsv", "blk", root / "results")
+    sheet.loc[2, "section"] = 2.5
+    sheet.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
     with pytest.raises(ConfigError, match=r"\['blk_s02'\] of block 'blk' have no whole-number"):
         sections_from_sheet(tmp_path / "bad.tsv", "blk", root / "results")
     with pytest.raises(ConfigError, match="no rows of block 'other'"):
