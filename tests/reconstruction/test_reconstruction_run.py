@@ -352,16 +352,21 @@ def test_cli_run_from_the_largest_section(block, tmp_path) -> None:
 
 def test_bad_input_is_named(block, tmp_path) -> None:
     root = block["root"]
-    with pytest.raises(ConfigError, match="not yet supported"):
+    # the mask sources are tested in test_reconstruction_sources.py; here, what they lack
+    with pytest.raises(ConfigError, match="'blk_s00' has no annotations; expected the sheet"):
         run_reconstruction_sheet(
             root / "blk" / "slides.tsv",
             "blk",
             root / "results",
             tmp_path / "x",
-            params=ReconstructionParams(mask="phenotype:tumour"),
+            params=ReconstructionParams(mask="annotation:tumour"),
         )
     sheet = pd.read_csv(root / "blk" / "slides.tsv", sep="\t")
     sheet.loc[2, "section"] = None
+    sheet.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"\['blk_s02'\] have a block but no section"):
+        sections_from_sheet(tmp_path / "bad.tsv", "blk", root / "results")
+    sheet.loc[2, "section"] = 2.5
     sheet.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
     with pytest.raises(ConfigError, match=r"\['blk_s02'\] of block 'blk' have no whole-number"):
         sections_from_sheet(tmp_path / "bad.tsv", "blk", root / "results")

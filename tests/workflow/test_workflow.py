@@ -432,8 +432,39 @@ def test_unknown_config_key_fails_before_any_job(tmp_path: Path, patch: dict, ke
             ],
             ["2 slide file(s)", "gone_1: missing/one.svs", "gone_2: missing/two.svs"],
         ),
+        (
+            [
+                {"slide_id": "a", "path": "a.svs", "block": "b1", "section": 0},
+                {"slide_id": "c", "path": "a.svs", "block": "b1", "section": ""},
+            ],
+            ["['c'] have a block but no section"],
+        ),
+        (
+            [
+                {"slide_id": "a", "path": "a.svs", "block": "b1", "section": 0},
+                {"slide_id": "c", "path": "a.svs", "block": "", "section": 1},
+            ],
+            ["['c'] have a section but no block"],
+        ),
+        (
+            [
+                {"slide_id": "a", "path": "a.svs", "block": "b1", "section": 2},
+                {"slide_id": "c", "path": "a.svs", "block": "b1", "section": 2},
+                {"slide_id": "d", "path": "a.svs", "block": "b2", "section": 2},
+            ],
+            ["['a', 'c'] share block 'b1' section 2"],
+        ),
     ],
-    ids=["bad-slide-id", "duplicate-id", "unknown-column", "bad-split", "missing-files"],
+    ids=[
+        "bad-slide-id",
+        "duplicate-id",
+        "unknown-column",
+        "bad-split",
+        "missing-files",
+        "block-without-section",
+        "section-without-block",
+        "duplicate-section",
+    ],
 )
 def test_bad_sheet_fails_before_any_job(tmp_path: Path, rows: list[dict], named: list[str]) -> None:
     (tmp_path / "a.svs").touch()  # exists, so a job would start (and fail) if not stopped

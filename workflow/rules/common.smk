@@ -38,7 +38,9 @@ def load_slides(sheet_path):
 
     Raises WorkflowError naming the offending column, slide id or row: unknown
     columns, schema violations (missing slide_id/path, bad slide id, bad split or
-    mpp) and duplicate slide ids are all reported before any job is scheduled.
+    mpp), duplicate slide ids, and blocks of serial sections that are not well
+    formed (a block without a section, a section without a block, two slides of
+    one block and section) are all reported before any job is scheduled.
     """
     sheet_path = Path(sheet_path)
     if not sheet_path.is_file():
@@ -50,7 +52,7 @@ def load_slides(sheet_path):
         slides = pd.read_csv(
             sheet_path,
             sep="\t",
-            dtype={column: str for column in TEXT_COLUMNS},
+            dtype={column: str for column in [*TEXT_COLUMNS, "annotations"]},
             keep_default_na=False,
             na_values=[""],
             skip_blank_lines=True,
@@ -83,6 +85,26 @@ def load_slides(sheet_path):
         raise WorkflowError(
             f"slide sheet {str(sheet_path)!r}: slide_id must be unique, "
             f"but {duplicated} appear more than once"
+        )
+    # Blocks of serial sections (the reconstruction stage; the same rules as
+    # pathpipe.reconstruction.inputs.check_sheet_sections on the command line).
+    block = slides["block"] if "block" in slides.columns else pd.Series(pd.NA, slides.index)
+    section = slides["section"] if "section" in slides.columns else pd.Series(pd.NA, slides.index)
+    problems = []
+    no_section = slides.loc[block.notna() & section.isna(), "slide_id"].tolist()
+    if no_section:
+        problems.append(f"slides {no_section} have a block but no section")
+    no_block = slides.loc[block.isna() & section.notna(), "slide_id"].tolist()
+    if no_block:
+        problems.append(f"slides {no_block} have a section but no block")
+    both = slides[block.notna() & section.notna()]
+    for (b, k), rows in both.groupby([both["block"], both["section"]]):
+        if len(rows) > 1:
+            problems.append(f"{rows['slide_id'].tolist()} share block {b!r} section {k:g}")
+    if problems:
+        raise WorkflowError(
+            f"slide sheet {str(sheet_path)!r}: {'; '.join(problems)}; expected every slide "
+            "of a block to have its own section number (and a section only with a block)"
         )
     return slides.set_index("slide_id", drop=False)
 

@@ -1,8 +1,10 @@
-"""``pathpipe reconstruction run|warp``: the reconstruction stage's commands.
+"""``pathpipe reconstruction run|warp|cells``: the reconstruction stage's commands.
 
 run    one block of serial sections: registration.tsv, transforms.json, points.ply,
        volume.zarr, mesh.ply, summary.json
-warp   points of one section (µm or pixels) into the block frame (x, y, z µm)
+warp   points (a table) or QuPath GeoJSON of one section (µm or pixels) into the
+       block frame (x, y, z µm)
+cells  every nucleus of a block's sections in block coordinates: cells.parquet
 """
 
 from __future__ import annotations
@@ -37,13 +39,47 @@ def add_parser(sub: Any) -> None:
     q = add_verb(verbs, "warp", "map one section's points into the block frame", _cmd_warp)
     q.add_argument("--transforms", required=True, type=Path, help="the block's transforms.json")
     q.add_argument("--section", required=True, type=int, help="the section the points lie on")
-    q.add_argument("--points", required=True, type=Path, help="points table (.parquet/.csv/.tsv)")
-    q.add_argument("--out", required=True, type=Path, help="output table (.parquet/.csv/.tsv)")
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--points", type=Path, help="points table (.parquet/.csv/.tsv)")
+    what.add_argument(
+        "--geojson",
+        type=Path,
+        help="QuPath GeoJSON (FeatureCollection); out: block x, y µm, properties.block_z_um",
+    )
     q.add_argument(
-        "--mpp", type=float, default=None, help="the points are level-0 pixels of this µm/px"
+        "--out", required=True, type=Path, help="output table (.parquet/.csv/.tsv) or .geojson"
+    )
+    q.add_argument(
+        "--mpp",
+        type=_mpp,
+        default=None,
+        help="the input is level-0 pixels of this µm/px ('0.5' or 'x,y'); default: µm",
     )
     q.add_argument("--x", default="x", help="x column (default: %(default)s)")
     q.add_argument("--y", default="y", help="y column (default: %(default)s)")
+    q.add_argument("--z", action="store_true", help="GeoJSON: also write z as a third coordinate")
+
+    q = add_verb(verbs, "cells", "every nucleus of a block in block coordinates", _cmd_cells)
+    q.add_argument("--transforms", required=True, type=Path, help="the block's transforms.json")
+    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
+    q.add_argument("--block", required=True, help="the block")
+    q.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        help="results folder holding {slide_id}/nuclei.parquet and tissue.json",
+    )
+    q.add_argument("--out", required=True, type=Path, help="cells.parquet to write")
+
+
+def _mpp(text: str) -> float | tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a number or 'x,y'") from exc
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a number or 'x,y'")
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -67,6 +103,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_warp(args: argparse.Namespace) -> None:
-    from pathpipe.reconstruction.warp import run_warp
+    from pathpipe.reconstruction.warp import run_warp, run_warp_geojson
 
+    if args.geojson is not None:
+        run_warp_geojson(
+            args.transforms, args.section, args.geojson, args.out, mpp=args.mpp, z=args.z
+        )
+        return
     run_warp(args.transforms, args.section, args.points, args.out, mpp=args.mpp, x=args.x, y=args.y)
+
+
+def _cmd_cells(args: argparse.Namespace) -> None:
+    from pathpipe.reconstruction.cells import run_cells
+
+    run_cells(args.transforms, args.sheet, args.block, args.results, args.out)

@@ -64,13 +64,8 @@ from typing import Any
 import numpy as np
 
 from pathpipe.errors import ConfigError
-from pathpipe.reconstruction.inputs import (
-    SectionInput,
-    load_section_mask,
-    mask_mpp,
-    sections_from_sheet,
-    slide_rgb,
-)
+from pathpipe.reconstruction.inputs import SectionInput, sections_from_sheet, slide_rgb
+from pathpipe.reconstruction.masks import section_mask
 from pathpipe.reconstruction.params import ReconstructionParams, mask_source
 from pathpipe.reconstruction.points import LayerPoints, layer_points
 from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, register_stack
@@ -146,6 +141,7 @@ def _planes(
     grid: VolumeGrid,
     *,
     colour: bool,
+    source: str = "tissue",
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """The registered mask (and RGB) planes, gaps interpolated, tears flagged and patched."""
     labels = np.zeros(grid.shape, dtype=bool)
@@ -155,8 +151,7 @@ def _planes(
         if transform is None or any(f in row["flag"] for f in _REJECTED):
             continue
         s = sections[first + k]
-        mpp = mask_mpp(s.mask_mpp)
-        mask = load_section_mask(s.mask_path)
+        mask, mpp = section_mask(s, source)  # mask source (masks.py)
         labels[k] = plane_from_image(mask, mpp, transform, grid)
         if image is not None:
             rgb = slide_rgb(s.slide_path, mask.shape, mpp)
@@ -199,7 +194,8 @@ def run_reconstruction(
     out_dir : path-like
         Receives the files (created).
     params : ReconstructionParams
-        ``params.mask`` must be ``tissue`` (the masks given are tissue masks).
+        ``params.mask`` chooses each section's mask
+        (:func:`~pathpipe.reconstruction.masks.section_mask`).
     block : str
         The block's id.
 
@@ -211,8 +207,8 @@ def run_reconstruction(
     Raises
     ------
     ConfigError
-        For a mask source other than ``tissue``, duplicate sections, or fewer
-        than two usable sections (naming the block).
+        For a bad mask source, duplicate sections, or fewer than two usable
+        sections (naming the block).
     StorageError
         When a mask or its record is missing or unreadable.
     """
@@ -227,12 +223,7 @@ def run_reconstruction(
     )
 
     start = time.perf_counter()
-    kind, _ = mask_source(params.mask)
-    if kind != "tissue":
-        raise ConfigError(
-            f"reconstruction.mask={params.mask!r} is not yet supported by the path-level "
-            "stage; expected 'tissue'"
-        )
+    mask_source(params.mask)
     sections = sorted(sections, key=lambda s: int(s.section))
     _check_sections(sections, block)
     by_section = {int(s.section): s for s in sections}
@@ -240,13 +231,14 @@ def run_reconstruction(
     colour = all(s.slide_path is not None for s in sections)
 
     layers: list[LayerPoints | None] = []
+    mask_mpps: dict[int, tuple[float, float]] = {}
     for k in range(first, last + 1):
         s = by_section.get(k)
         if s is None:
             layers.append(None)
             continue
-        mpp = mask_mpp(s.mask_mpp)
-        mask = load_section_mask(s.mask_path)
+        mask, mpp = section_mask(s, params.mask)  # mask source (masks.py)
+        mask_mpps[k] = mpp
         rgb = slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
         layers.append(layer_points(mask, mpp, params.working_mpp, rgb=rgb))
     names = [by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, last + 1)]
@@ -273,7 +265,9 @@ def run_reconstruction(
         spacing_um=params.section_spacing,
         working_mpp=params.working_mpp,
     )
-    labels, image, plane_kind = _planes(by_section, first, transforms, rows, grid, colour=colour)
+    labels, image, plane_kind = _planes(
+        by_section, first, transforms, rows, grid, colour=colour, source=params.mask
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +296,7 @@ def run_reconstruction(
                 "section": first + k,
                 "slide_id": None if s is None else s.slide_id,
                 "z_um": (first + k) * params.section_spacing,
-                "mask_mpp": None if s is None else list(mask_mpp(s.mask_mpp)),
+                "mask_mpp": None if s is None else list(mask_mpps[first + k]),
                 "flag": row["flag"],
                 "plane": plane_kind[k],
                 "transform": None if transform is None else transform.to_dict(),
