@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathpipe.errors import ConfigError
 from pathpipe.params import check_params, param
 
-__all__ = ["MASK_SOURCES", "REFERENCES", "SUBSETS", "ReconstructionParams", "mask_source"]
+__all__ = [
+    "MASK_SOURCES",
+    "REFERENCES",
+    "REFINES",
+    "SUBSETS",
+    "ReconstructionParams",
+    "mask_source",
+]
 
 #: The points ICP matches (:mod:`pathpipe.reconstruction.icp`): all of the moving
 #: layer; the paper's band (Algorithm 1) as a rectangle (x AND y in range, its
@@ -26,6 +33,13 @@ MASK_SOURCES = ("tissue", "phenotype", "annotation")
 #: down, so a chain is at most half the block and starts where sections carry the
 #: most shape).
 REFERENCES = ("bottom", "largest")
+
+#: What refines the outline registration, where the sections have images: nothing;
+#: Open3D's coloured ICP on the points coloured by the section's RGB (Park et al.
+#: 2017; the issue's optional step); or the stain density's normalised
+#: cross-correlation, which also chooses among the coarse candidates and the
+#: mirror (:mod:`pathpipe.reconstruction.intensity`).
+REFINES = ("none", "colour", "intensity")
 
 _MASK = re.compile(r"^(tissue|(phenotype|annotation):[^\s:]+)$")
 
@@ -128,6 +142,11 @@ class ReconstructionParams:
     )
     reference: str = param(
         "bottom", "section registered from: bottom (up) or largest (outwards)", choices=REFERENCES
+    )
+    refine: str = param(
+        "intensity",
+        "refinement where sections have images: none, colour (coloured ICP) or intensity",
+        choices=REFINES,
     )
 
     def __post_init__(self) -> None:

@@ -25,8 +25,9 @@ import numpy as np
 
 from pathpipe.errors import ConfigError
 from pathpipe.reconstruction.coarse import coarse_candidates
-from pathpipe.reconstruction.fitness import fixed_tree
-from pathpipe.reconstruction.icp import icp_align
+from pathpipe.reconstruction.fitness import fitness_and_rmse, fixed_tree
+from pathpipe.reconstruction.icp import IcpResult, colored_icp_align, icp_align
+from pathpipe.reconstruction.intensity import density_scores, refine_by_density
 from pathpipe.reconstruction.params import ReconstructionParams
 from pathpipe.reconstruction.points import LayerPoints
 from pathpipe.reconstruction.transforms import RigidTransform2D
@@ -48,11 +49,14 @@ ROW_COLUMNS = (
     "points_used",
     "seconds",
     "flag",
+    "similarity",
 )
 
 # candidates refined by a short ICP before choosing, and the size of their subsample
 _REFINE_CANDIDATES = 4
 _REFINE_POINTS = 4000
+# coarse placements the density ranks best, added to the starts of its refinement
+_DENSITY_STARTS = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class PairResult:
         Moving points the fine ICP matched.
     seconds : float
         Wall time of the whole pair registration (coarse, refinement, ICP).
+    similarity : float
+        NCC of the two layers' densities at ``transform`` with ``refine="intensity"``
+        (:mod:`~pathpipe.reconstruction.intensity`), else NaN.
     """
 
     transform: RigidTransform2D
@@ -77,6 +84,7 @@ class PairResult:
     inlier_rmse_um: float
     points_used: int
     seconds: float
+    similarity: float = math.nan
 
 
 def _subsample(xy: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -149,7 +157,7 @@ def register_pair(
     capture = max(
         params.max_correspondence_um, 1.5 * radius * math.sin(math.radians(params.angle_step / 2))
     )
-    best = None
+    refined = []
     for candidate in chosen:
         current = candidate.transform
         for distance in (capture, params.max_correspondence_um):
@@ -163,8 +171,8 @@ def register_pair(
                 tree=ref_tree,
             )
             current = result.transform
-        if best is None or result.fitness > best.fitness:
-            best = result
+        refined.append(result)
+    best = max(refined, key=lambda r: r.fitness)
     if tree is None:
         tree = fixed_tree(fixed.xy)
     fine = icp_align(
@@ -178,12 +186,34 @@ def register_pair(
         iterations=params.icp_iterations,
         tree=tree,
     )
+    transform, similarity = fine.transform, math.nan
+    has_images = fixed.density is not None and moving.density is not None
+    if params.refine == "intensity" and has_images:
+        # starts: the outline optimum, every refined candidate, and the coarse
+        # placements the density itself ranks best (an outline can mislead)
+        scores = density_scores(fixed, moving, [c.transform for c in candidates])
+        starts = [fine.transform, *(r.transform for r in refined)]
+        starts += [candidates[i].transform for i in np.argsort(-scores)[:_DENSITY_STARTS]]
+        dense = refine_by_density(fixed, moving, starts)
+        transform, similarity = dense.transform, dense.ncc
+    elif params.refine == "colour" and fixed.rgb is not None and moving.rgb is not None:
+        transform = colored_icp_align(
+            fixed,
+            moving,
+            fine.transform,
+            max_correspondence_um=params.max_correspondence_um,
+            iterations=params.icp_iterations,
+        )
+    if transform is not fine.transform:
+        fit, rmse = fitness_and_rmse(tree, transform.apply(moving.xy), params.max_correspondence_um)
+        fine = IcpResult(transform, fit, rmse, fine.points_used, fine.seconds)
     return PairResult(
         fine.transform,
         fine.fitness,
         fine.inlier_rmse_um,
         fine.points_used,
         time.perf_counter() - start,
+        similarity,
     )
 
 
@@ -206,6 +236,7 @@ def _row(layer: str, transform: RigidTransform2D | None, **values: Any) -> dict[
             "points_used": int(values.get("points_used", 0)),
             "seconds": float(values.get("seconds", 0.0)),
             "flag": values.get("flag", ""),
+            "similarity": values.get("similarity", math.nan),
         }
     )
     return row
@@ -294,6 +325,7 @@ def register_stack(
                 points_used=result.points_used,
                 seconds=result.seconds,
                 flag=flag,
+                similarity=result.similarity,
             )
         )
         if not flag:
