@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,14 @@ from pathpipe.reconstruction.params import ReconstructionParams
 from pathpipe.reconstruction.points import LayerPoints
 from pathpipe.reconstruction.transforms import RigidTransform2D
 
-__all__ = ["MIN_POINTS", "ROW_COLUMNS", "PairResult", "register_pair", "register_stack"]
+__all__ = [
+    "MIN_POINTS",
+    "ROW_COLUMNS",
+    "PairResult",
+    "iter_register",
+    "register_pair",
+    "register_stack",
+]
 
 #: A layer with fewer points is empty (ICP and the principal axes need a few).
 MIN_POINTS = 10
@@ -251,6 +258,57 @@ def _implausible(result: PairResult, params: ReconstructionParams) -> str:
     return ";".join(flags)
 
 
+def iter_register(
+    layers: Iterable[LayerPoints | None],
+    params: ReconstructionParams,
+    names: Iterable[str],
+) -> Iterator[tuple[LayerPoints | None, RigidTransform2D | None, dict[str, Any]]]:
+    """:func:`register_stack`'s loop, one layer at a time (bounded memory).
+
+    Takes the layers lazily (a generator that loads each section when asked) and
+    holds only the last good layer besides the current one, so a block of any
+    number of sections needs the memory of one layer pair.
+
+    Yields
+    ------
+    layer : LayerPoints or None
+        The layer as given (its own frame).
+    transform : RigidTransform2D or None
+        Its frame -> the frame of the first usable layer; None when missing or empty.
+    row : dict
+        The columns of :data:`ROW_COLUMNS` (see :func:`register_stack`).
+    """
+    below: LayerPoints | None = None  # the last good layer, in the block frame
+    tree = None
+    for name, layer in zip(names, layers, strict=True):
+        if layer is None:
+            yield None, None, _row(name, None, flag="missing")
+            continue
+        if len(layer) < MIN_POINTS:
+            yield layer, None, _row(name, None, points_used=len(layer), flag="empty")
+            continue
+        if below is None:
+            below, tree = layer, fixed_tree(layer.xy)
+            yield layer, RigidTransform2D(), _row(name, RigidTransform2D(), points_used=len(layer))
+            continue
+        result = register_pair(below, layer, params, tree=tree)
+        flag = _implausible(result, params)
+        row = _row(
+            name,
+            result.transform,
+            fitness=result.fitness,
+            inlier_rmse_um=result.inlier_rmse_um,
+            points_used=result.points_used,
+            seconds=result.seconds,
+            flag=flag,
+            similarity=result.similarity,
+        )
+        if not flag:
+            below = layer.transformed(result.transform)
+            tree = fixed_tree(below.xy)
+        yield layer, result.transform, row
+
+
 def register_stack(
     layers: Sequence[LayerPoints | None],
     params: ReconstructionParams,
@@ -297,38 +355,9 @@ def register_stack(
             f"block {block!r} has {len(usable)} usable section(s) of {len(layers)} "
             f"(with at least {MIN_POINTS} mask points); expected at least 2 to reconstruct"
         )
-    transforms: list[RigidTransform2D | None] = [None] * len(layers)
+    transforms: list[RigidTransform2D | None] = []
     rows: list[dict[str, Any]] = []
-    below: LayerPoints | None = None  # the last good layer, in the block frame
-    tree = None
-    for i, layer in enumerate(layers):
-        if layer is None:
-            rows.append(_row(names[i], None, flag="missing"))
-            continue
-        if len(layer) < MIN_POINTS:
-            rows.append(_row(names[i], None, points_used=len(layer), flag="empty"))
-            continue
-        if below is None:
-            transforms[i] = RigidTransform2D()
-            rows.append(_row(names[i], transforms[i], points_used=len(layer)))
-            below, tree = layer, fixed_tree(layer.xy)
-            continue
-        result = register_pair(below, layer, params, tree=tree)
-        flag = _implausible(result, params)
-        transforms[i] = result.transform
-        rows.append(
-            _row(
-                names[i],
-                result.transform,
-                fitness=result.fitness,
-                inlier_rmse_um=result.inlier_rmse_um,
-                points_used=result.points_used,
-                seconds=result.seconds,
-                flag=flag,
-                similarity=result.similarity,
-            )
-        )
-        if not flag:
-            below = layer.transformed(result.transform)
-            tree = fixed_tree(below.xy)
+    for _, transform, row in iter_register(layers, params, names):
+        transforms.append(transform)
+        rows.append(row)
     return transforms, rows
