@@ -31,12 +31,15 @@ import numpy as np
 from pathpipe.errors import ConfigError
 from pathpipe.reconstruction.transforms import RigidTransform2D
 
-__all__ = ["CONTOUR_STEP", "LayerPoints", "layer_points"]
+__all__ = ["CONTOUR_STEP", "DENSITY_MARGIN", "LayerPoints", "density_image", "layer_points"]
 
 #: Spacing of the outline points, in working pixels. Dense, so that matching a
 #: point to its nearest outline point approximates its distance to the outline
 #: (point-to-point ICP on sparse outlines resists sliding along them).
 CONTOUR_STEP = 0.25
+
+#: Working pixels of background kept around the mask's bounding box in a layer's density.
+DENSITY_MARGIN = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,12 +58,21 @@ class LayerPoints:
     contour : (M, 2) float64 ndarray
         Points of the mask's outlines (object and holes) in µm,
         :data:`CONTOUR_STEP` working pixels apart; empty when the mask has no outline.
+    density : (h, w) float32 ndarray or None
+        The section's normalised optical density per working pixel (see
+        :func:`density_image`), cropped to the mask's bounding box and a margin
+        of :data:`DENSITY_MARGIN` pixels; None without an image.
+    density_frame : RigidTransform2D
+        Maps density pixel ``(row r, column c)`` at ``(c × working_mpp, r × working_mpp)``
+        to the layer's frame (µm; moves with :meth:`transformed`).
     """
 
     xy: np.ndarray
     rgb: np.ndarray | None
     working_mpp: float
     contour: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    density: np.ndarray | None = None
+    density_frame: RigidTransform2D = field(default_factory=RigidTransform2D)
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -68,7 +80,14 @@ class LayerPoints:
     def transformed(self, transform: RigidTransform2D) -> LayerPoints:
         """The layer with its points and contour mapped by ``transform`` (colours kept)."""
         contour = transform.apply(self.contour) if len(self.contour) else self.contour
-        return LayerPoints(transform.apply(self.xy), self.rgb, self.working_mpp, contour)
+        return LayerPoints(
+            transform.apply(self.xy),
+            self.rgb,
+            self.working_mpp,
+            contour,
+            self.density,
+            transform.compose(self.density_frame),
+        )
 
     def __repr__(self) -> str:
         colour = ", rgb" if self.rgb is not None else ""
@@ -180,13 +199,50 @@ def layer_points(
     fraction = _block_mean(m.astype(np.float32), rows, cols)
     r, c = np.nonzero(fraction >= min_fraction - 1e-6)
     x, y = x_um[c], y_um[r]
-    colours = None
+    colours, density, frame = None, None, RigidTransform2D()
     if rgb is not None:
         mean = _block_mean(rgb.astype(np.float32), rows, cols)
         colours = np.clip(np.rint(mean[r, c]), 0, 255).astype(np.uint8)
+        if len(r):
+            od = _block_mean(_optical_density(rgb), rows, cols)
+            inside = fraction >= min_fraction - 1e-6
+            r0, r1 = max(r.min() - DENSITY_MARGIN, 0), min(r.max() + DENSITY_MARGIN + 1, len(y_um))
+            c0, c1 = max(c.min() - DENSITY_MARGIN, 0), min(c.max() + DENSITY_MARGIN + 1, len(x_um))
+            density = density_image(od, inside)[r0:r1, c0:c1]
+            # pixel centres are working_mpp apart from the crop's first block centre
+            frame = RigidTransform2D(0.0, float(x_um[c0]), float(y_um[r0]))
     xy = np.column_stack([x, y]).astype(np.float64)
     contour = _contour(fraction, x_um, y_um, min_fraction) if outline else np.zeros((0, 2))
-    return LayerPoints(xy, colours, float(working_mpp), contour)
+    return LayerPoints(xy, colours, float(working_mpp), contour, density, frame)
+
+
+def _optical_density(rgb: np.ndarray) -> np.ndarray:
+    """``Σ_c -log(I_c / 255)`` per pixel (Beer–Lambert, summed over R, G, B), float32."""
+    od = -np.log(np.clip(rgb.astype(np.float32), 1.0, 255.0) / 255.0)
+    return od.sum(axis=-1)
+
+
+def density_image(od: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Stain-normalised optical density: ``(OD - OD_bg) / median_mask(OD - OD_bg)``, ≥ 0.
+
+    Parameters
+    ----------
+    od : (h, w) float ndarray
+        Optical density per working pixel.
+    inside : (h, w) bool ndarray
+        The section's mask at the same resolution.
+
+    Returns
+    -------
+    (h, w) float32 ndarray
+        0 on the slide's background (``OD_bg``: the median outside the mask, 0
+        when the mask covers everything), about 1 in typical tissue; a stain
+        stronger by a factor scales ``OD - OD_bg`` by it, which the median divides out.
+    """
+    background = float(np.median(od[~inside])) if (~inside).any() else 0.0
+    excess = np.maximum(od - background, 0.0)
+    scale = float(np.median(excess[inside])) if inside.any() else 0.0
+    return (excess / scale if scale > 0 else excess).astype(np.float32)
 
 
 def _resample(line: np.ndarray, step: float) -> np.ndarray:

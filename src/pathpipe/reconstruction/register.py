@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +25,21 @@ import numpy as np
 
 from pathpipe.errors import ConfigError
 from pathpipe.reconstruction.coarse import coarse_candidates
-from pathpipe.reconstruction.fitness import fixed_tree
-from pathpipe.reconstruction.icp import icp_align
+from pathpipe.reconstruction.fitness import fitness_and_rmse, fixed_tree
+from pathpipe.reconstruction.icp import IcpResult, colored_icp_align, icp_align
+from pathpipe.reconstruction.intensity import density_scores, refine_by_density
 from pathpipe.reconstruction.params import ReconstructionParams
 from pathpipe.reconstruction.points import LayerPoints
 from pathpipe.reconstruction.transforms import RigidTransform2D
 
-__all__ = ["MIN_POINTS", "ROW_COLUMNS", "PairResult", "register_pair", "register_stack"]
+__all__ = [
+    "MIN_POINTS",
+    "ROW_COLUMNS",
+    "PairResult",
+    "iter_register",
+    "register_pair",
+    "register_stack",
+]
 
 #: A layer with fewer points is empty (ICP and the principal axes need a few).
 MIN_POINTS = 10
@@ -48,11 +56,14 @@ ROW_COLUMNS = (
     "points_used",
     "seconds",
     "flag",
+    "similarity",
 )
 
 # candidates refined by a short ICP before choosing, and the size of their subsample
 _REFINE_CANDIDATES = 4
 _REFINE_POINTS = 4000
+# coarse placements the density ranks best, added to the starts of its refinement
+_DENSITY_STARTS = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class PairResult:
         Moving points the fine ICP matched.
     seconds : float
         Wall time of the whole pair registration (coarse, refinement, ICP).
+    similarity : float
+        NCC of the two layers' densities at ``transform`` with ``refine="intensity"``
+        (:mod:`~pathpipe.reconstruction.intensity`), else NaN.
     """
 
     transform: RigidTransform2D
@@ -77,6 +91,7 @@ class PairResult:
     inlier_rmse_um: float
     points_used: int
     seconds: float
+    similarity: float = math.nan
 
 
 def _subsample(xy: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -149,7 +164,7 @@ def register_pair(
     capture = max(
         params.max_correspondence_um, 1.5 * radius * math.sin(math.radians(params.angle_step / 2))
     )
-    best = None
+    refined = []
     for candidate in chosen:
         current = candidate.transform
         for distance in (capture, params.max_correspondence_um):
@@ -163,8 +178,8 @@ def register_pair(
                 tree=ref_tree,
             )
             current = result.transform
-        if best is None or result.fitness > best.fitness:
-            best = result
+        refined.append(result)
+    best = max(refined, key=lambda r: r.fitness)
     if tree is None:
         tree = fixed_tree(fixed.xy)
     fine = icp_align(
@@ -178,12 +193,34 @@ def register_pair(
         iterations=params.icp_iterations,
         tree=tree,
     )
+    transform, similarity = fine.transform, math.nan
+    has_images = fixed.density is not None and moving.density is not None
+    if params.refine == "intensity" and has_images:
+        # starts: the outline optimum, every refined candidate, and the coarse
+        # placements the density itself ranks best (an outline can mislead)
+        scores = density_scores(fixed, moving, [c.transform for c in candidates])
+        starts = [fine.transform, *(r.transform for r in refined)]
+        starts += [candidates[i].transform for i in np.argsort(-scores)[:_DENSITY_STARTS]]
+        dense = refine_by_density(fixed, moving, starts)
+        transform, similarity = dense.transform, dense.ncc
+    elif params.refine == "colour" and fixed.rgb is not None and moving.rgb is not None:
+        transform = colored_icp_align(
+            fixed,
+            moving,
+            fine.transform,
+            max_correspondence_um=params.max_correspondence_um,
+            iterations=params.icp_iterations,
+        )
+    if transform is not fine.transform:
+        fit, rmse = fitness_and_rmse(tree, transform.apply(moving.xy), params.max_correspondence_um)
+        fine = IcpResult(transform, fit, rmse, fine.points_used, fine.seconds)
     return PairResult(
         fine.transform,
         fine.fitness,
         fine.inlier_rmse_um,
         fine.points_used,
         time.perf_counter() - start,
+        similarity,
     )
 
 
@@ -206,6 +243,7 @@ def _row(layer: str, transform: RigidTransform2D | None, **values: Any) -> dict[
             "points_used": int(values.get("points_used", 0)),
             "seconds": float(values.get("seconds", 0.0)),
             "flag": values.get("flag", ""),
+            "similarity": values.get("similarity", math.nan),
         }
     )
     return row
@@ -218,6 +256,57 @@ def _implausible(result: PairResult, params: ReconstructionParams) -> str:
     if not result.inlier_rmse_um <= params.max_rmse_um:
         flags.append("high_rmse")
     return ";".join(flags)
+
+
+def iter_register(
+    layers: Iterable[LayerPoints | None],
+    params: ReconstructionParams,
+    names: Iterable[str],
+) -> Iterator[tuple[LayerPoints | None, RigidTransform2D | None, dict[str, Any]]]:
+    """:func:`register_stack`'s loop, one layer at a time (bounded memory).
+
+    Takes the layers lazily (a generator that loads each section when asked) and
+    holds only the last good layer besides the current one, so a block of any
+    number of sections needs the memory of one layer pair.
+
+    Yields
+    ------
+    layer : LayerPoints or None
+        The layer as given (its own frame).
+    transform : RigidTransform2D or None
+        Its frame -> the frame of the first usable layer; None when missing or empty.
+    row : dict
+        The columns of :data:`ROW_COLUMNS` (see :func:`register_stack`).
+    """
+    below: LayerPoints | None = None  # the last good layer, in the block frame
+    tree = None
+    for name, layer in zip(names, layers, strict=True):
+        if layer is None:
+            yield None, None, _row(name, None, flag="missing")
+            continue
+        if len(layer) < MIN_POINTS:
+            yield layer, None, _row(name, None, points_used=len(layer), flag="empty")
+            continue
+        if below is None:
+            below, tree = layer, fixed_tree(layer.xy)
+            yield layer, RigidTransform2D(), _row(name, RigidTransform2D(), points_used=len(layer))
+            continue
+        result = register_pair(below, layer, params, tree=tree)
+        flag = _implausible(result, params)
+        row = _row(
+            name,
+            result.transform,
+            fitness=result.fitness,
+            inlier_rmse_um=result.inlier_rmse_um,
+            points_used=result.points_used,
+            seconds=result.seconds,
+            flag=flag,
+            similarity=result.similarity,
+        )
+        if not flag:
+            below = layer.transformed(result.transform)
+            tree = fixed_tree(below.xy)
+        yield layer, result.transform, row
 
 
 def register_stack(
@@ -266,37 +355,9 @@ def register_stack(
             f"block {block!r} has {len(usable)} usable section(s) of {len(layers)} "
             f"(with at least {MIN_POINTS} mask points); expected at least 2 to reconstruct"
         )
-    transforms: list[RigidTransform2D | None] = [None] * len(layers)
+    transforms: list[RigidTransform2D | None] = []
     rows: list[dict[str, Any]] = []
-    below: LayerPoints | None = None  # the last good layer, in the block frame
-    tree = None
-    for i, layer in enumerate(layers):
-        if layer is None:
-            rows.append(_row(names[i], None, flag="missing"))
-            continue
-        if len(layer) < MIN_POINTS:
-            rows.append(_row(names[i], None, points_used=len(layer), flag="empty"))
-            continue
-        if below is None:
-            transforms[i] = RigidTransform2D()
-            rows.append(_row(names[i], transforms[i], points_used=len(layer)))
-            below, tree = layer, fixed_tree(layer.xy)
-            continue
-        result = register_pair(below, layer, params, tree=tree)
-        flag = _implausible(result, params)
-        transforms[i] = result.transform
-        rows.append(
-            _row(
-                names[i],
-                result.transform,
-                fitness=result.fitness,
-                inlier_rmse_um=result.inlier_rmse_um,
-                points_used=result.points_used,
-                seconds=result.seconds,
-                flag=flag,
-            )
-        )
-        if not flag:
-            below = layer.transformed(result.transform)
-            tree = fixed_tree(below.xy)
+    for _, transform, row in iter_register(layers, params, names):
+        transforms.append(transform)
+        rows.append(row)
     return transforms, rows

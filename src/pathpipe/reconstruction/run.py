@@ -47,8 +47,16 @@ writes into ``out_dir`` (each file atomically):
     rule), ``mesh_volume_mm3`` and ``surface_area_mm2`` of the mesh, the
     sections used and each section's flag.
 
-Memory: the layers' points (at the working resolution), one section's mask
-and image at a time, and the volume at the working resolution.
+Memory is bounded by one layer pair, whatever the number of sections: layers
+are loaded as the registration asks for them
+(:func:`~pathpipe.reconstruction.register.iter_register` holds the layer below
+and the current one); each registered layer's points go to a scratch file
+until ``points.ply`` is written chunk by chunk; each plane of ``volume.zarr``
+(image and labels) is written as it is resampled, gaps and tears are filled
+with at most three planes read back, and the mesh is marching cubes two planes
+at a time (:func:`~pathpipe.reconstruction.outputs.marching_cubes_slabs`). The
+mesh itself (an output) and a few numbers per section grow with the block.
+(``tests/reconstruction/test_reconstruction_memory.py`` measures it.)
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -67,8 +76,8 @@ from pathpipe.errors import ConfigError
 from pathpipe.reconstruction.inputs import SectionInput, sections_from_sheet, slide_rgb
 from pathpipe.reconstruction.masks import section_mask
 from pathpipe.reconstruction.params import ReconstructionParams, mask_source
-from pathpipe.reconstruction.points import LayerPoints, layer_points
-from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, register_stack
+from pathpipe.reconstruction.points import layer_points
+from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, iter_register
 from pathpipe.reconstruction.transforms import RigidTransform2D
 from pathpipe.reconstruction.volume import (
     TORN_AREA_RATIO,
@@ -76,7 +85,6 @@ from pathpipe.reconstruction.volume import (
     area_ratio,
     interpolate_plane,
     plane_from_image,
-    volume_between_ends_mm3,
 )
 
 __all__ = [
@@ -107,74 +115,116 @@ def _check_sections(sections: list[SectionInput], block: str) -> None:
         )
 
 
-def _register(
-    layers: list[LayerPoints | None], params: ReconstructionParams, *, block: str, names: list[str]
-) -> tuple[list[RigidTransform2D | None], list[dict[str, Any]]]:
-    """:func:`register_stack` from the bottom, or outwards from the largest layer.
+def _layer(
+    s: SectionInput | None,
+    params: ReconstructionParams,
+    colour: bool,
+    mpps: dict[int, tuple[float, float]],
+):
+    """The section's layer (loaded now, dropped by the caller when done); None when missing.
 
-    ``reference="largest"``: the layers above the largest are registered bottom
-    to top from it, those below top to bottom (the same loop on the reversed
-    list), so the largest layer's frame is the block frame.
+    The mask's µm/px goes to ``mpps`` (by section), for ``transforms.json``.
     """
+    if s is None:
+        return None
+    mask, mpp = section_mask(s, params.mask)  # mask source (masks.py)
+    mpps[int(s.section)] = mpp
+    rgb = slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
+    return layer_points(mask, mpp, params.working_mpp, rgb=rgb)
+
+
+def _chains(
+    sections: dict[int, SectionInput], first: int, last: int, params: ReconstructionParams
+) -> list[list[int]]:
+    """The section orders registered: bottom to top, or outwards from the largest.
+
+    ``reference="largest"``: the sections above the largest (by mask area, read
+    one mask at a time) bottom to top from it, those below top to bottom, so the
+    largest section's frame is the block frame.
+    """
+    order = list(range(first, last + 1))
     if params.reference == "bottom":
-        return register_stack(layers, params, block=block, names=names)
-    sizes = [0 if layer is None else len(layer) for layer in layers]
-    m = int(np.argmax(sizes))
-    usable = [size >= MIN_POINTS for size in sizes]
+        return [order]
+    areas = []
+    for k in order:
+        s = sections.get(k)
+        if s is None:
+            areas.append(0.0)
+            continue
+        mask, mpp = section_mask(s, params.mask)
+        areas.append(float(mask.sum()) * mpp[0] * mpp[1])
+    m = int(np.argmax(areas))
+    usable = [a / params.working_mpp**2 >= MIN_POINTS for a in areas]
     if sum(usable[: m + 1]) < 2:  # nothing usable below: the largest is the bottom usable
-        return register_stack(layers, params, block=block, names=names)
+        return [order]
     if sum(usable[m:]) < 2:  # nothing usable above: top to bottom from it
-        t, rows = register_stack(layers[::-1], params, block=block, names=names[::-1])
-        return t[::-1], rows[::-1]
-    up_t, up_rows = register_stack(layers[m:], params, block=block, names=names[m:])
-    down_t, down_rows = register_stack(
-        layers[: m + 1][::-1], params, block=block, names=names[: m + 1][::-1]
-    )
-    return down_t[::-1][:m] + up_t, down_rows[::-1][:m] + up_rows
+        return [order[::-1]]
+    return [order[m:], order[: m + 1][::-1]]
 
 
-def _planes(
+def _plane(
+    s: SectionInput, transform: RigidTransform2D, grid: VolumeGrid, *, colour: bool, source: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A section's mask (and RGB, ``(3, Y, X)``) resampled on a plane of ``grid``."""
+    mask, mpp = section_mask(s, source)  # mask source (masks.py)
+    labels = plane_from_image(mask, mpp, transform, grid)
+    if not colour:
+        return labels, None
+    rgb = slide_rgb(s.slide_path, mask.shape, mpp)
+    return labels, np.moveaxis(plane_from_image(rgb, mpp, transform, grid, fill=255), -1, 0)
+
+
+def _fill_volume(
     sections: dict[int, SectionInput],
     first: int,
     transforms: list[RigidTransform2D | None],
     rows: list[dict[str, Any]],
     grid: VolumeGrid,
+    image: Any,
+    labels: Any,
     *,
     colour: bool,
     source: str = "tissue",
-) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """The registered mask (and RGB) planes, gaps interpolated, tears flagged and patched."""
-    labels = np.zeros(grid.shape, dtype=bool)
-    image = np.full((3, *grid.shape), 255, dtype=np.uint8) if colour else None
+) -> tuple[list[str], np.ndarray]:
+    """Write the registered planes, then fill gaps and patch tears, a few planes at a time.
+
+    ``image`` and ``labels`` are the OME-Zarr arrays (:func:`~pathpipe.reconstruction.outputs.ome_zarr_volume`);
+    at most three planes are in memory. Returns each plane's kind and its mask area (pixels).
+    """
     kind = ["empty"] * grid.shape[0]
     for k, (transform, row) in enumerate(zip(transforms, rows, strict=True)):
         if transform is None or any(f in row["flag"] for f in _REJECTED):
             continue
-        s = sections[first + k]
-        mask, mpp = section_mask(s, source)  # mask source (masks.py)
-        labels[k] = plane_from_image(mask, mpp, transform, grid)
-        if image is not None:
-            rgb = slide_rgb(s.slide_path, mask.shape, mpp)
-            image[:, k] = np.moveaxis(plane_from_image(rgb, mpp, transform, grid, fill=255), -1, 0)
+        plane, rgb = _plane(sections[first + k], transform, grid, colour=colour, source=source)
+        labels[k] = plane.astype(np.uint8)
+        if rgb is not None:
+            image[:, k] = rgb
         kind[k] = "registered"
     good = [k for k, t in enumerate(kind) if t == "registered"]
+    areas = np.zeros(grid.shape[0])
     for k in range(grid.shape[0]):
         below = [g for g in good if g < k]
         above = [g for g in good if g > k]
-        if not below or not above:
-            continue
-        lo, hi = below[-1], above[0]
-        if kind[k] == "empty":
-            labels[k] = interpolate_plane(labels[lo], labels[hi], (k - lo) / (hi - lo))
-            kind[k] = "interpolated"
-        elif lo == k - 1 and hi == k + 1:
-            ratio = area_ratio(labels[k], labels[lo], labels[hi])
-            rows[k]["area_ratio"] = ratio
-            if ratio < TORN_AREA_RATIO:
-                rows[k]["flag"] = ";".join(f for f in (rows[k]["flag"], "torn") if f)
-                labels[k] |= interpolate_plane(labels[lo], labels[hi], 0.5)
-                kind[k] = "registered+interpolated"
-    return labels, image, kind
+        plane = labels[k] > 0
+        if below and above:
+            lo, hi = below[-1], above[0]
+            if kind[k] == "empty":
+                plane = interpolate_plane(labels[lo] > 0, labels[hi] > 0, (k - lo) / (hi - lo))
+                labels[k] = plane.astype(np.uint8)
+                kind[k] = "interpolated"
+            elif lo == k - 1 and hi == k + 1:
+                low, high = labels[lo] > 0, labels[hi] > 0
+                ratio = area_ratio(plane, low, high)
+                rows[k]["area_ratio"] = ratio
+                if ratio < TORN_AREA_RATIO:
+                    rows[k]["flag"] = ";".join(f for f in (rows[k]["flag"], "torn") if f)
+                    plane = plane | interpolate_plane(low, high, 0.5)
+                    labels[k] = plane.astype(np.uint8)
+                    kind[k] = "registered+interpolated"
+        if not colour:
+            image[0, k] = plane.astype(np.uint8) * 255
+        areas[k] = plane.sum()
+    return kind, areas
 
 
 def run_reconstruction(
@@ -216,10 +266,10 @@ def run_reconstruction(
 
     from pathpipe.io.storage import atomic_file, provenance, write_json
     from pathpipe.reconstruction.outputs import (
-        marching_cubes_mesh,
+        marching_cubes_slabs,
+        ome_zarr_volume,
         write_mesh_ply,
-        write_ome_zarr,
-        write_points_ply,
+        write_points_ply_chunks,
     )
 
     start = time.perf_counter()
@@ -230,48 +280,87 @@ def run_reconstruction(
     first, last = int(sections[0].section), int(sections[-1].section)
     colour = all(s.slide_path is not None for s in sections)
 
-    layers: list[LayerPoints | None] = []
-    mask_mpps: dict[int, tuple[float, float]] = {}
-    for k in range(first, last + 1):
-        s = by_section.get(k)
-        if s is None:
-            layers.append(None)
-            continue
-        mask, mpp = section_mask(s, params.mask)  # mask source (masks.py)
-        mask_mpps[k] = mpp
-        rgb = slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
-        layers.append(layer_points(mask, mpp, params.working_mpp, rgb=rgb))
-    names = [by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, last + 1)]
-    transforms, rows = _register(layers, params, block=block, names=names)
-
-    # registered points
-    xyz, colours = [], []
-    for k, (layer, transform) in enumerate(zip(layers, transforms, strict=True)):
-        if layer is None or transform is None or layer.empty:
-            continue
-        xy = transform.apply(layer.xy)
-        xyz.append(np.column_stack([xy, np.full(len(xy), (first + k) * params.section_spacing)]))
-        if layer.rgb is not None:
-            colours.append(layer.rgb)
-        else:
-            colours.append(np.tile(_section_colour(k, len(layers)), (len(xy), 1)))
-    points, point_rgb = np.concatenate(xyz), np.concatenate(colours)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count = last - first + 1
+    names = [
+        by_section[k].slide_id if k in by_section else f"s{k}" for k in range(first, count + first)
+    ]
+    transforms: list[RigidTransform2D | None] = [None] * count
+    mpps: dict[int, tuple[float, float]] = {}
+    rows: list[dict[str, Any] | None] = [None] * count
+    lo_xy, hi_xy = np.full(2, np.inf), np.full(2, -np.inf)
+    n_points = 0
+    # one layer pair in memory: layers are loaded as the loop asks for them, and each
+    # registered layer's points go to a file of their own until points.ply is written
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".points-") as scratch:
+        for chain in _chains(by_section, first, last, params):
+            layers = (_layer(by_section.get(k), params, colour, mpps) for k in chain)
+            steps = iter_register(layers, params, [names[k - first] for k in chain])
+            for k, (layer, transform, row) in zip(chain, steps, strict=True):
+                if rows[k - first] is not None:  # the reference, in both chains
+                    continue
+                transforms[k - first], rows[k - first] = transform, row
+                if layer is None or transform is None or layer.empty:
+                    continue
+                xy = transform.apply(layer.xy)
+                lo_xy, hi_xy = np.minimum(lo_xy, xy.min(axis=0)), np.maximum(hi_xy, xy.max(axis=0))
+                rgb = (
+                    layer.rgb
+                    if layer.rgb is not None
+                    else np.tile(_section_colour(k - first, count), (len(xy), 1))
+                )
+                z = np.full(len(xy), k * params.section_spacing)
+                np.save(Path(scratch) / f"{k}-xyz.npy", np.column_stack([xy, z]))
+                np.save(
+                    Path(scratch) / f"{k}-rgb.npy", np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+                )
+                n_points += len(xy)
+        usable = sum(t is not None for t in transforms)
+        if usable < 2:
+            raise ConfigError(
+                f"block {block!r} has {usable} usable section(s) of {count} "
+                f"(with at least {MIN_POINTS} mask points); expected at least 2 to reconstruct"
+            )
+        written = [k for k in range(first, last + 1) if (Path(scratch) / f"{k}-xyz.npy").exists()]
+        write_points_ply_chunks(
+            out_dir / "points.ply",
+            (
+                (np.load(Path(scratch) / f"{k}-xyz.npy"), np.load(Path(scratch) / f"{k}-rgb.npy"))
+                for k in written
+            ),
+            n_points,
+        )
 
     grid = VolumeGrid.around(
-        points[:, :2].min(axis=0),
-        points[:, :2].max(axis=0),
+        lo_xy,
+        hi_xy,
         first_section=first,
-        planes=last - first + 1,
+        planes=count,
         spacing_um=params.section_spacing,
         working_mpp=params.working_mpp,
     )
-    labels, image, plane_kind = _planes(
-        by_section, first, transforms, rows, grid, colour=colour, source=params.mask
-    )
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     record = provenance(stage="reconstruction", params=asdict(params), block=block)
+    attrs = {"pathpipe": json.loads(json.dumps(record, default=str))}
+    with ome_zarr_volume(
+        out_dir / "volume.zarr", grid, channels=3 if colour else 1, attrs=attrs
+    ) as (image, labels):
+        plane_kind, areas = _fill_volume(
+            by_section,
+            first,
+            transforms,
+            rows,
+            grid,
+            image,
+            labels,
+            colour=colour,
+            source=params.mask,
+        )
+        vertices, faces, area_mm2, mesh_mm3 = marching_cubes_slabs(lambda k: labels[k], grid)
+    write_mesh_ply(out_dir / "mesh.ply", vertices, faces)
+    dz, dy, dx = (v / 1000.0 for v in grid.spacing_um)
+    volume_mm3 = float(np.trapezoid(areas * dy * dx, dx=dz)) if count > 1 else 0.0
+
     table = pd.DataFrame(rows)
     table.insert(
         0,
@@ -296,7 +385,7 @@ def run_reconstruction(
                 "section": first + k,
                 "slide_id": None if s is None else s.slide_id,
                 "z_um": (first + k) * params.section_spacing,
-                "mask_mpp": None if s is None else list(mask_mpps[first + k]),
+                "mask_mpp": list(mpps[first + k]) if first + k in mpps else None,
                 "flag": row["flag"],
                 "plane": plane_kind[k],
                 "transform": None if transform is None else transform.to_dict(),
@@ -321,16 +410,6 @@ def run_reconstruction(
             "sections": section_records,
         },
     )
-    write_points_ply(out_dir / "points.ply", points, point_rgb)
-    write_ome_zarr(
-        out_dir / "volume.zarr",
-        labels.astype(np.uint8),
-        grid,
-        image=image,
-        attrs={"pathpipe": json.loads(json.dumps(record, default=str))},
-    )
-    vertices, faces, area_mm2, mesh_mm3 = marching_cubes_mesh(labels, grid)
-    write_mesh_ply(out_dir / "mesh.ply", vertices, faces)
 
     summary = {
         "block": block,
@@ -338,11 +417,11 @@ def run_reconstruction(
         "sections_registered": plane_kind.count("registered")
         + plane_kind.count("registered+interpolated"),
         "sections_interpolated": plane_kind.count("interpolated"),
-        "volume_mm3": volume_between_ends_mm3(labels, grid.spacing_um),
+        "volume_mm3": volume_mm3,
         "volume_definition": "mask stack between the first and last section planes (trapezoid)",
         "mesh_volume_mm3": mesh_mm3,
         "surface_area_mm2": area_mm2,
-        "points": len(points),
+        "points": n_points,
         "seconds": time.perf_counter() - start,
         "layers": [
             {
