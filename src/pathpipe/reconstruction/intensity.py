@@ -99,21 +99,42 @@ class _Pair:
         return RigidTransform2D(float(x[0]), shift[0], shift[1]).compose(start)
 
 
+class _Objective:
+    """The mean NCC of the moving density against one or more fixed layers (one frame)."""
+
+    def __init__(self, fixed: Sequence[LayerPoints], moving: LayerPoints, sigma_px: float) -> None:
+        self.pairs = [_Pair(f, moving, sigma_px) for f in fixed]
+
+    def ncc(self, transform: RigidTransform2D) -> float:
+        return float(np.mean([pair.ncc(transform) for pair in self.pairs]))
+
+    def around(self, start: RigidTransform2D, x: np.ndarray) -> RigidTransform2D:
+        return self.pairs[0].around(start, x)
+
+
+def _fixed_layers(fixed: LayerPoints, also: Sequence[LayerPoints]) -> list[LayerPoints]:
+    return [fixed, *(layer for layer in also if layer.density is not None)]
+
+
 def density_scores(
     fixed: LayerPoints,
     moving: LayerPoints,
     transforms: Sequence[RigidTransform2D],
     *,
     sigma_px: float = 1.0,
+    also: Sequence[LayerPoints] = (),
 ) -> np.ndarray:
     """NCC of the fixed density and the moving density placed by each transform (moving -> fixed).
+
+    With ``also`` (more layers in ``fixed``'s frame, e.g. the sections below the
+    one below), the mean NCC over ``fixed`` and those.
 
     Returns
     -------
     (len(transforms),) float64 ndarray
     """
-    pair = _Pair(fixed, moving, sigma_px)
-    return np.array([pair.ncc(t) for t in transforms], dtype=float)
+    objective = _Objective(_fixed_layers(fixed, also), moving, sigma_px)
+    return np.array([objective.ncc(t) for t in transforms], dtype=float)
 
 
 def refine_by_density(
@@ -123,6 +144,7 @@ def refine_by_density(
     *,
     sigma_px: float = 1.0,
     xtol: float = 0.01,
+    also: Sequence[LayerPoints] = (),
 ) -> DensityResult:
     """The placement maximising the density NCC, by Powell's method from each start.
 
@@ -136,6 +158,12 @@ def refine_by_density(
         Gaussian smoothing of both densities, working pixels.
     xtol : float
         Powell's tolerance, in degrees and working pixels.
+    also : sequence of LayerPoints
+        More layers in ``fixed``'s frame (the registered sections below ``fixed``):
+        the objective is the mean NCC over ``fixed`` and these, so one section that
+        differs from its neighbours (torn, folded, where the object changes fast)
+        does not decide the placement alone. ``ncc`` of the result is against
+        ``fixed`` only.
 
     Returns
     -------
@@ -151,8 +179,10 @@ def refine_by_density(
 
     if not starts:
         raise ConfigError("density refinement with no start; expected at least one placement")
-    pair = _Pair(fixed, moving, sigma_px)
+    objective = _Objective(_fixed_layers(fixed, also), moving, sigma_px)
+    pair = objective.pairs[0]
     best: DensityResult | None = None
+    best_score = -math.inf
     for i, start in enumerate(starts):
         fit = minimize(
             lambda x, s=start: -pair.ncc(pair.around(s, x)),
@@ -161,9 +191,9 @@ def refine_by_density(
             options={"xtol": xtol, "ftol": 1e-6, "direc": np.diag([2.0, 1.0, 1.0])},
         )
         transform = pair.around(start, fit.x).normalised()
-        score = -float(fit.fun)
-        if best is None or score > best.ncc:
-            best = DensityResult(transform, score, i)
+        score = objective.ncc(transform)
+        if best is None or score > best_score:
+            best, best_score = DensityResult(transform, pair.ncc(transform), i), score
     if best is None or not math.isfinite(best.ncc):
         raise ConfigError("density refinement found no finite NCC; expected overlapping layers")
     return best

@@ -112,6 +112,7 @@ def register_pair(
     params: ReconstructionParams,
     *,
     tree: Any = None,
+    also: Sequence[LayerPoints] = (),
 ) -> PairResult:
     """Register ``moving`` onto ``fixed``: coarse (any angle, mirror), then fine ICP.
 
@@ -130,6 +131,9 @@ def register_pair(
         ``angle_step``, ``mirror_search``, ``subset`` and the ICP parameters.
     tree : scipy.spatial.cKDTree, optional
         KD-tree of ``fixed.xy``, when the caller has one.
+    also : sequence of LayerPoints
+        Registered layers below ``fixed`` (in its frame) that the density
+        refinement also scores against (:func:`~pathpipe.reconstruction.intensity.refine_by_density`).
 
     Returns
     -------
@@ -198,10 +202,10 @@ def register_pair(
     if params.refine == "intensity" and has_images:
         # starts: the outline optimum, every refined candidate, and the coarse
         # placements the density itself ranks best (an outline can mislead)
-        scores = density_scores(fixed, moving, [c.transform for c in candidates])
+        scores = density_scores(fixed, moving, [c.transform for c in candidates], also=also)
         starts = [fine.transform, *(r.transform for r in refined)]
         starts += [candidates[i].transform for i in np.argsort(-scores)[:_DENSITY_STARTS]]
-        dense = refine_by_density(fixed, moving, starts)
+        dense = refine_by_density(fixed, moving, starts, also=also)
         transform, similarity = dense.transform, dense.ncc
     elif params.refine == "colour" and fixed.rgb is not None and moving.rgb is not None:
         transform = colored_icp_align(
@@ -279,6 +283,7 @@ def iter_register(
         The columns of :data:`ROW_COLUMNS` (see :func:`register_stack`).
     """
     below: LayerPoints | None = None  # the last good layer, in the block frame
+    below2: LayerPoints | None = None  # the good layer before it
     tree = None
     for name, layer in zip(names, layers, strict=True):
         if layer is None:
@@ -291,7 +296,8 @@ def iter_register(
             below, tree = layer, fixed_tree(layer.xy)
             yield layer, RigidTransform2D(), _row(name, RigidTransform2D(), points_used=len(layer))
             continue
-        result = register_pair(below, layer, params, tree=tree)
+        also = () if below2 is None else (below2,)
+        result = register_pair(below, layer, params, tree=tree, also=also)
         flag = _implausible(result, params)
         row = _row(
             name,
@@ -304,7 +310,7 @@ def iter_register(
             similarity=result.similarity,
         )
         if not flag:
-            below = layer.transformed(result.transform)
+            below2, below = below, layer.transformed(result.transform)
             tree = fixed_tree(below.xy)
         yield layer, result.transform, row
 

@@ -174,10 +174,10 @@ def make_block_object(spec: SerialBlockSpec) -> BlockObject:
 
     The tissue blob is centred on the slide centre and mid-depth; its in-plane
     reach is at most ``(0.46 - max_translation) * width`` from the centre, so
-    every section stays on its slide after any rotation and shift. It spans
-    z beyond the sectioned slab ``[0, (sections - 1) spacing]``: the end
-    sections cut it at about 0.6 of its full width, so every section holds
-    tissue. The tumour (reach 0.45-0.6 of the tissue's minor semi-axis, centred
+    every section stays on its slide after any rotation and shift. Its z extent
+    is ``object_depth`` times the sectioned slab ``[0, (sections - 1) spacing]``,
+    centred on it (±5 %), so every section holds tissue: with the default 4 the
+    end sections cut it at about 0.97 of its full width, with 1.25 at about 0.6. The tumour (reach 0.45-0.6 of the tissue's minor semi-axis, centred
     off-centre by 0.2-0.4 of its major one) spans about the middle 65 % of the
     slab; two to four ducts (radius 8-20 µm) cross it with slight tilts.
 
@@ -195,7 +195,7 @@ def make_block_object(spec: SerialBlockSpec) -> BlockObject:
         (cx, cy, cz),
         reach=(0.46 - spec.max_translation) * width,
         ratio=rng.uniform(0.65, 0.85),
-        depth=slab / 2 / 0.8,
+        depth=max(slab, spec.spacing_um) * spec.object_depth / 2,
         lobe_amp=(0.03, 0.07),
         wave_amp=(0.02, 0.045),
     )

@@ -72,6 +72,13 @@ class SerialBlockSpec:
         the block's own strength (0: every section stained alike).
     truth_um : float
         xy voxel size of the truth mask volume (µm).
+    object_depth : float
+        The tissue object's extent in z as a multiple of the sectioned slab
+        ``(sections - 1) * spacing_um``. The default 4 cuts the middle quarter of
+        the object, as serial sections usually come from within a block's tissue:
+        every section is near the object's full width and changes little from its
+        neighbours. 1.25 cuts it nearly tip to tip: the end sections are about 0.6
+        of the full width and change shape fast (a stress test; see the README).
     """
 
     block: str = param("synth_block", "block id (letters, digits, _ and -); slide ids add _sNN")
@@ -96,6 +103,12 @@ class SerialBlockSpec:
         0.15, "sd of the log stain strength between sections", ge=0, le=1
     )
     truth_um: float = param(4.0, "xy voxel size of the truth mask volume (µm)", gt=0, le=100)
+    object_depth: float = param(
+        4.0,
+        "object's z extent / the sectioned slab's (>= 1.1: every section holds tissue)",
+        ge=1.1,
+        le=100,
+    )
 
     def __post_init__(self) -> None:
         check_params(self, "serial")
