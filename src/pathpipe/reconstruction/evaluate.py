@@ -37,15 +37,27 @@ from pathpipe.errors import StorageError
 from pathpipe.reconstruction.transforms import RigidTransform2D, rotation_error_deg
 from pathpipe.reconstruction.warp import read_transforms
 
-__all__ = ["TARGETS", "evaluate_against_truth", "meets_targets"]
+__all__ = ["TARGETS", "evaluate_against_truth", "meets_targets", "truth_transforms"]
 
 #: Issue #12's targets: median rotation error (°), median displacement error
 #: (working px), every mirror right, Dice from the reference section.
 TARGETS = {"median_rotation_deg": 0.5, "median_displacement_px": 1.0, "dice": 0.9}
 
 
-def _truth_transforms(truth: dict[str, Any]) -> dict[int, RigidTransform2D]:
-    """``T'_k`` by section: our section frame (pixel centres at ``(j + ½) mpp``) -> truth block."""
+def truth_transforms(truth: dict[str, Any]) -> dict[int, RigidTransform2D]:
+    """The truth's map of each section, from our section frame to the truth block.
+
+    Parameters
+    ----------
+    truth : dict
+        A block's truth (:func:`pathpipe.synthetic.serial.read_serial_truth`).
+
+    Returns
+    -------
+    dict of int to RigidTransform2D
+        ``T'_k = T_k ∘ shift(-mpp/2)`` by section: section µm with level-0 pixel
+        ``j``'s centre at ``(j + ½) mpp`` (our masks' convention) -> truth block µm.
+    """
     half = RigidTransform2D(0.0, -0.5 * truth["mpp"], -0.5 * truth["mpp"], False)
     return {
         s["section"]: RigidTransform2D.from_matrix(s["transform"].matrix()).compose(half)
@@ -117,7 +129,7 @@ def evaluate_against_truth(out_dir: str | os.PathLike, truth: dict[str, Any]) ->
     data = read_transforms(out_dir / "transforms.json")
     working_mpp = float(data["working_mpp"])
     ours = {s["section"]: s["transform"] for s in data["sections"] if s["transform"] is not None}
-    tt = _truth_transforms(truth)
+    tt = truth_transforms(truth)
     if not set(ours) <= set(tt):
         raise StorageError(
             f"{out_dir} has sections {sorted(set(ours) - set(tt))} that the truth lacks "
