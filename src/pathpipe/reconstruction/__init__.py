@@ -34,6 +34,8 @@ the CLI is :mod:`pathpipe.cli.reconstruction`, the rule comes next):
                     ``points.ply``, ``volume.zarr``, ``mesh.ply``, ``summary.json``
 ``warp``            a block's transforms applied to points (``pathpipe
                     reconstruction warp``)
+``evaluate``        a reconstruction against a generated block's truth:
+                    per-pair registration errors, Dice, volume (tests, benchmarks)
 ==================  ==========================================================
 """
 

@@ -115,16 +115,16 @@ class ReconstructionParams:
     20° gave the same results on the CIMA pairs). The band's half-width is the
     paper's (250 px of about 1,500). The voxel sizes are 8 and 4 working pixels.
 
-    ``refine`` (measured on two generated 12-section blocks, seeds 3 and 5, at
-    8 µm/px; ``tests/reconstruction/test_reconstruction_run.py``): ``intensity``
-    lowers the median rotation error from 3.1° to 1.7° (seed 3) and from 64° to
-    2.0° (seed 5), detects 8 of 10 mirrors on both (8 and 5 with ``none``), and
-    raises Dice from 0.81 to 0.86 and 0.73 to 0.80; ``colour`` gives medians of
-    2.4° and 22°. On the CIMA pairs (three different stains) neither helps: rTRE
-    0.0051–0.0116 with ``intensity``, 0.0088–0.0119 with ``colour``,
-    0.0053–0.0118 with ``none``. It costs about 0.6 s per pair on these blocks.
-    The issue's targets (0.5°, every mirror, Dice 0.9) are not met at the
-    blocks' small end sections.
+    ``refine`` (measured on generated 12-section blocks at 8 µm/px, default
+    object depth; ``benchmarks/bench_reconstruction_blocks.py``): ``intensity``
+    lowers the median rotation error from 3.3° to 0.34° (seed 3) and from 23° to
+    0.37° (seed 5), detects 10 of 10 mirrors on both (6 and 4 with ``none``), and
+    raises Dice from 0.90 to 0.95 and 0.90 to 0.96 (seeds 7 and 11: 1.7° and
+    0.72°, 8 and 10 mirrors; a torn end section). ``colour`` gave medians of 2.4°
+    and 22° before the two-section scoring. On the CIMA pairs (three different
+    stains) neither helps: rTRE 0.0051–0.0116 with ``intensity``, 0.0088–0.0119
+    with ``colour``, 0.0053–0.0118 with ``none``. It costs about 0.6 s per pair on
+    these blocks.
     """
 
     section_spacing: float = param(4.0, "µm between consecutive sections (z step)", gt=0)
