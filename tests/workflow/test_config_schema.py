@@ -200,7 +200,9 @@ def test_demo_sheet_block_rows_match_the_synthetic_block(tmp_path: Path) -> None
     for option in ("--block demo_block", "--sections 8", "--spacing-um 4", "--seed 0"):
         assert option in demo, option
     # The lost section and the slide ids depend on the seed and the count, not the size.
-    spec = SerialBlockSpec(block="demo_block", sections=8, spacing_um=4.0, size=512, mpp=4.0, seed=0)
+    spec = SerialBlockSpec(
+        block="demo_block", sections=8, spacing_um=4.0, size=512, mpp=4.0, seed=0
+    )
     generated = serial.write_serial_block(tmp_path / "demo_block", spec, workers=1)
     sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False)
     rows = sheet[sheet["block"] == "demo_block"]
