@@ -19,6 +19,7 @@ import pytest
 
 from pathpipe.reconstruction.figures import (
     FIGURES,
+    crop_box,
     dice,
     overlay_rgb,
     pair_panels,
@@ -68,6 +69,19 @@ def test_slice_centre_is_fullest_plane_and_centroid() -> None:
     labels[2, 0, 0] = 1
     assert slice_centre(labels) == (1, 2, 3)
     assert slice_centre(np.zeros((4, 6, 8), np.uint8)) == (2, 3, 4)
+
+
+def test_crop_box_is_the_union_bounding_box_with_margin() -> None:
+    a = np.zeros((10, 12), bool)
+    b = np.zeros((10, 12), bool)
+    a[4, 5] = True
+    b[6, 9] = True
+    assert crop_box(a, b, margin=1) == (slice(3, 8), slice(4, 11))
+    assert crop_box(a, b, margin=5) == (slice(0, 10), slice(0, 12))  # clipped
+    assert crop_box(np.zeros((3, 4), bool)) == (slice(0, 3), slice(0, 4))
+    stack = np.zeros((2, 10, 12), bool)
+    stack[1, 2, 3] = True
+    assert crop_box(stack, margin=0) == (slice(2, 3), slice(3, 4))
 
 
 def test_sample_points_keeps_order_and_is_seeded() -> None:
@@ -182,10 +196,15 @@ def test_slices_have_the_physical_aspect(block: dict, tmp_path: Path) -> None:
     from pathpipe.reconstruction.readers import read_volume
 
     volume = read_volume(block["out"] / "volume.zarr")
-    dz, dy, dx = volume.grid.spacing_um
-    nz, ny, nx = volume.labels.shape
-    assert (dz, dy, dx) == (20.0, 16.0, 16.0)
+    assert volume.grid.spacing_um == (20.0, 16.0, 16.0)
     drawn = draw_slices(volume, tmp_path / "slices.png", block="blk")
+    grid = drawn["grid"]  # cropped to the mask in y and x, same spacing and planes
+    dz, dy, dx = grid.spacing_um
+    nz, ny, nx = grid.shape
+    assert grid.spacing_um == volume.grid.spacing_um and nz == volume.labels.shape[0]
+    rows, cols = crop_box(volume.labels)
+    assert (ny, nx) == (rows.stop - rows.start, cols.stop - cols.start)
+    assert grid.origin_um[2] == volume.grid.origin_um[2] + cols.start * dx
     ext = {name.split()[0]: e for name, e in drawn["extents"].items()}
     # extent = (left, right, bottom, top) in µm: width and height are the grid's in µm.
     for name, (w_um, h_um) in {
@@ -194,7 +213,7 @@ def test_slices_have_the_physical_aspect(block: dict, tmp_path: Path) -> None:
         left, right, bottom, top = ext[name]
         assert (right - left, bottom - top) == pytest.approx((w_um, h_um)), name
     k, i, j = drawn["centre"]
-    assert volume.labels[k, i, j] == 1  # the centre of a convex-ish blob is inside it
+    assert volume.labels[k, rows][i, cols][j] == 1  # the centre of a convex-ish blob is inside it
     assert drawn["z_factor"] == z_exaggeration(max(nx * dx, ny * dy), nz * dz)
 
 

@@ -143,3 +143,59 @@ def test_slide_named_reconstruction_is_rejected(tmp_path: Path) -> None:
     code, output = _dry_run(_workdir(tmp_path, rows))
     assert code != 0
     assert "reconstruction" in output and "should not be valid" in output
+
+
+def test_phenotype_mask_waits_for_the_nuclei_tables(tmp_path: Path) -> None:
+    code, output = _dry_run(_workdir(tmp_path, SHEET, mask="phenotype:tumour"))
+    assert code == 0, output
+    (b1,) = [t for t in _jobs(output)["reconstruction"] if _block(t) == "b1"]
+    inputs = re.search(r"^\s+input: (.*)$", b1, flags=re.MULTILINE).group(1)
+    assert "results/b1_s0/nuclei.parquet" in inputs and "results/b1_s0/tissue.png" in inputs
+    assert "--mask phenotype:tumour" in b1
+
+
+# ---- a real run of the block's rules and the report ------------------------------------
+
+
+def _snakemake(workdir: Path, *args: str) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
+    cmd += ["--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_block_rules_run_and_the_report_shows_them(tmp_path: Path) -> None:
+    """tissue -> reconstruction -> figures on a small generated block, then the report.
+
+    Only the block's reconstruction files are asked for (the other stages are covered by
+    test_workflow.py), with cells off (its command comes with the cells work).
+    """
+    from pathpipe.synthetic.serial import write_serial_block
+    from pathpipe.synthetic.serial_spec import SerialBlockSpec
+
+    spec = SerialBlockSpec(block="blk", sections=5, spacing_um=4.0, size=512, mpp=4.0, seed=1)
+    sheet = write_serial_block(tmp_path / "slides", spec, workers=1)
+    rows = [
+        {"slide_id": r.slide_id, "path": Path(r.path).relative_to(tmp_path), "block": "blk",
+         "section": int(r.section)}
+        for r in sheet.itertuples()
+    ]  # fmt: skip
+    workdir = _workdir(tmp_path, rows, cells=False)
+    targets = [f"results/reconstruction/blk/{name}" for name in BLOCK_FILES[:-1]]
+    code, output = _snakemake(workdir, *targets)
+    assert code == 0, output
+    for target in targets:
+        assert (workdir / target).exists(), target
+    assert (workdir / "logs" / "reconstruction" / "blk.log").is_file()
+    assert (workdir / "logs" / "benchmarks" / "reconstruction" / "blk_figures.tsv").is_file()
+
+    code, output = _snakemake(workdir, "--report", "report.html")
+    assert code == 0, output
+    assert "ERROR/" not in output, output  # captions are valid reStructuredText
+    html = (workdir / "report.html").read_text(encoding="utf-8")
+    for name in ("registration.tsv", "figures/pairs.png", "figures/slices.png",
+                 "figures/view3d.png", "viewer.html"):  # fmt: skip
+        assert f"results/reconstruction/blk/{name}" in html, name
+    assert "reconstruction" in html

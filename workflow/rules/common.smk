@@ -312,6 +312,18 @@ def block_tissue_files(wildcards):
     )
 
 
+def block_mask_files(wildcards):
+    """Input function: what the block's layers are made of.
+
+    The tissue stage's files always (they give each mask's µm/px); the nuclei tables
+    too when reconstruction.mask is ``phenotype:<class>`` (density of that class).
+    """
+    files = block_tissue_files(wildcards)
+    if config["reconstruction"]["mask"].startswith("phenotype:"):
+        files += block_nuclei_tables(wildcards)
+    return files
+
+
 def block_nuclei_tables(wildcards):
     """Input function: nuclei.parquet of each slide of ``wildcards.block``."""
     check_slide_files()

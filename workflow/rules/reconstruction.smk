@@ -9,7 +9,7 @@
 rule reconstruction:
     input:
         sheet=config["slides"],
-        tissue=block_tissue_files,
+        masks=block_mask_files,
     output:
         registration=report(
             "results/reconstruction/{block}/registration.tsv",

@@ -42,6 +42,7 @@ from pathpipe.reconstruction.volume import VolumeGrid, plane_from_image
 __all__ = [
     "FIGURES",
     "PairPanels",
+    "crop_box",
     "decimate_mesh",
     "dice",
     "overlay_rgb",
@@ -113,6 +114,24 @@ def z_exaggeration(
     need = min_ratio * xy_extent_um / z_extent_um
     power = 10 ** math.floor(math.log10(need))
     return int(next(m * power for m in (1, 2, 5, 10) if m * power >= need))
+
+
+def crop_box(*masks: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
+    """Rows and columns of the masks' union bounding box, widened by ``margin``, clipped.
+
+    The whole array where every mask is empty. Figures crop to it so a block whose
+    grid is much larger than its object (a misplaced layer widens it) stays legible.
+    """
+    union = np.logical_or.reduce([np.asarray(m, bool) for m in masks])
+    if union.ndim > 2:
+        union = union.reshape(-1, *union.shape[-2:]).any(axis=0)
+    if not union.any():
+        return slice(0, union.shape[0]), slice(0, union.shape[1])
+    rows, cols = np.nonzero(union.any(axis=1))[0], np.nonzero(union.any(axis=0))[0]
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, union.shape[0])),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, union.shape[1])),
+    )
 
 
 def sample_points(
@@ -247,6 +266,8 @@ def draw_pairs(
             if lo is None or up is None:
                 ax.set_title(f"{name}: not registered ({p.flag or 'no transform'})", fontsize=9)
                 continue
+            rows, cols = crop_box(lo, up)
+            lo, up = lo[rows, cols], up[rows, cols]
             h, w = lo.shape
             ax.imshow(overlay_rgb(lo, up), extent=(0, w * step_um, h * step_um, 0))
             ax.set_title(f"sections {p.lower}→{p.upper} {name}: Dice {d:.2f}", fontsize=9)
@@ -275,13 +296,23 @@ def draw_slices(volume: Any, path: str | os.PathLike, *, block: str) -> dict[str
     Returns
     -------
     dict
-        ``centre`` (z, y, x indices), ``extents`` (µm, per slice) and ``z_factor``
-        (1 when no exaggerated row was drawn).
+        ``grid`` (the volume's grid cropped to the mask, :func:`crop_box`), ``centre``
+        (z, y, x indices in it), ``extents`` (µm, per slice) and ``z_factor`` (1 when
+        no exaggerated row was drawn).
     """
     from pathpipe.io.storage import atomic_file
 
     plt = _pyplot()
-    image, labels, grid = volume.image, volume.labels, volume.grid
+    # Crop y and x to the mask (over all planes) with a margin; the grid follows.
+    rows, cols = crop_box(volume.labels)
+    image, labels = volume.image[:, :, rows, cols], volume.labels[:, rows, cols]
+    g = volume.grid
+    grid = VolumeGrid(
+        (g.origin_um[0], g.origin_um[1] + rows.start * g.spacing_um[1],
+         g.origin_um[2] + cols.start * g.spacing_um[2]),
+        labels.shape,
+        g.spacing_um,
+    )  # fmt: skip
     k, i, j = slice_centre(labels)
     rgb = np.moveaxis(image, 0, -1)
     rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
@@ -341,7 +372,7 @@ def draw_slices(volume: Any, path: str | os.PathLike, *, block: str) -> dict[str
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-    return {"centre": (k, i, j), "extents": extents, "z_factor": factor}
+    return {"grid": grid, "centre": (k, i, j), "extents": extents, "z_factor": factor}
 
 
 def draw_view3d(
