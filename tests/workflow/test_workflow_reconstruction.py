@@ -191,9 +191,14 @@ def test_block_rules_run_and_the_report_shows_them(tmp_path: Path) -> None:
     assert (workdir / "logs" / "reconstruction" / "blk.log").is_file()
     assert (workdir / "logs" / "benchmarks" / "reconstruction" / "blk_figures.tsv").is_file()
 
-    code, output = _snakemake(workdir, "--report", "report.html")
+    code, output = _snakemake(workdir, *targets, "--report", "report.html")  # their DAG only
     assert code == 0, output
-    assert "ERROR/" not in output, output  # captions are valid reStructuredText
+    # The captions are valid reStructuredText; workflow.rst links categories this partial
+    # report lacks (the full run's report has them: test_workflow.py).
+    errors = re.findall(r"\(ERROR/\d\) (.*)", output)
+    absent = {"tiling", "segmentation", "features", "provenance"}
+    assert all(re.fullmatch(r'Unknown target name: "(\w+)"\.', e) for e in errors), errors
+    assert {re.search(r'"(\w+)"', e).group(1) for e in errors} <= absent, errors
     html = (workdir / "report.html").read_text(encoding="utf-8")
     for name in ("registration.tsv", "figures/pairs.png", "figures/slices.png",
                  "figures/view3d.png", "viewer.html"):  # fmt: skip
