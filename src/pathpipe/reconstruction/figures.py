@@ -270,7 +270,9 @@ def draw_pairs(
             lo, up = lo[rows, cols], up[rows, cols]
             h, w = lo.shape
             ax.imshow(overlay_rgb(lo, up), extent=(0, w * step_um, h * step_um, 0))
-            ax.set_title(f"sections {p.lower}→{p.upper} {name}: Dice {d:.2f}", fontsize=9)
+            flag = f"\nflagged {p.flag}" if name == "after" and p.flag else ""
+            title = f"sections {p.lower}→{p.upper} {name}: Dice {d:.2f}{flag}"
+            ax.set_title(title, fontsize=7 if flag else 9)
     for ax in axes[len(pairs) :].ravel():
         ax.set_axis_off()
     if not pairs:
