@@ -1,6 +1,7 @@
 # pathpipe: whole-slide images to tiles, nuclei, cellular features and slide
 # classification (stages `tissue`, `tiling`, `segmentation`, `features`, `mil`),
-# with a provenance page in the report.
+# 3D reconstruction of blocks of serial sections (`reconstruction`), with a
+# provenance page in the report.
 #
 #   snakemake                                       # run locally (profiles/default applies)
 #   snakemake --workflow-profile profiles/slurm     # run on a SLURM cluster
@@ -38,6 +39,7 @@ include: "workflow/rules/tiling.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/mil.smk"
+include: "workflow/rules/reconstruction.smk"
 include: "workflow/rules/provenance.smk"
 
 

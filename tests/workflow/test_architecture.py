@@ -167,7 +167,9 @@ def test_no_module_loaded_from_a_formatted_string() -> None:
     assert not bad, bad
 
 
-HEAVY = ("torch", "shap", "open3d", "numba", "diffusers", "radiomics", "snakemake", "zarr")
+HEAVY = (
+    "torch", "shap", "open3d", "numba", "diffusers", "radiomics", "snakemake", "zarr", "plotly",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(

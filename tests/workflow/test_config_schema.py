@@ -136,9 +136,11 @@ def test_shipped_sheet_validates() -> None:
     sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
     assert set(sheet.columns) <= set(known)
     sheet["mpp"] = sheet["mpp"].astype(float)
+    sheet["section"] = pd.to_numeric(sheet["section"]).astype("Int64")
     validate(sheet, str(SLIDES_SCHEMA))
     assert sheet["slide_id"].is_unique
-    real = sheet[~sheet["path"].str.startswith("resources/demo/")]
+    generated = sheet["path"].str.startswith(("resources/demo/", "resources/demo_block/"))
+    real = sheet[~generated]
     for path in real["path"]:
         assert (REPO / path).is_file(), f"{path} is listed in config/slides.tsv but not in the repo"
     synthetic = sheet[sheet["path"].str.startswith("resources/demo/")]
@@ -146,6 +148,12 @@ def test_shipped_sheet_validates() -> None:
         f"synth_{cls}_{n:02d}" for cls in ("low", "high") for n in range(1, 7)
     )
     assert (synthetic["label"] == synthetic["slide_id"].str.split("_").str[1]).all()
+    # The demo block (scripts/demo.sh: 8 sections, section 6 lost): unlabelled, in order.
+    block = sheet[sheet["path"].str.startswith("resources/demo_block/")]
+    assert set(block["block"]) == {"demo_block"} and block["label"].isna().all()
+    assert list(block["section"]) == [0, 1, 2, 3, 4, 5, 7]
+    assert list(block["slide_id"]) == [f"demo_block_s{int(n):02d}" for n in block["section"]]
+    assert sheet.loc[~sheet["path"].str.startswith("resources/demo_block/"), "block"].isna().all()
 
 
 @pytest.mark.parametrize(
@@ -153,6 +161,8 @@ def test_shipped_sheet_validates() -> None:
     [
         ({"slide_id": "bad id!", "path": "a.svs"}, "does not match"),
         ({"slide_id": "cohort", "path": "a.svs"}, "should not be valid"),
+        ({"slide_id": "reconstruction", "path": "a.svs"}, "should not be valid"),
+        ({"slide_id": "a", "path": "a.svs", "block": "b 1"}, "does not match"),
         ({"slide_id": "a", "path": "a.svs", "split": "training"}, "is not one of"),
         ({"slide_id": "a", "path": "a.svs", "mpp": 0.0}, "less than or equal"),
         ({"slide_id": "a", "path": "a.svs", "section": 1.5}, "is not of type 'integer'"),
@@ -178,3 +188,24 @@ def test_demo_sheet_rows_match_the_synthetic_cohort(tmp_path: Path) -> None:
     assert sorted(zip(demo["slide_id"], demo["label"], strict=True)) == sorted(
         zip(generated["slide_id"], generated["label"], strict=True)
     )
+
+
+@pytest.mark.slow
+def test_demo_sheet_block_rows_match_the_synthetic_block(tmp_path: Path) -> None:
+    """The sheet's block rows are what scripts/demo.sh's `pathpipe synthetic serial` writes."""
+    serial = pytest.importorskip("pathpipe.synthetic.serial")
+    from pathpipe.synthetic.serial_spec import SerialBlockSpec
+
+    demo = (REPO / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    for option in ("--block demo_block", "--sections 8", "--spacing-um 4", "--seed 0"):
+        assert option in demo, option
+    # The lost section and the slide ids depend on the seed and the count, not the size.
+    spec = SerialBlockSpec(
+        block="demo_block", sections=8, spacing_um=4.0, size=512, mpp=4.0, seed=0
+    )
+    generated = serial.write_serial_block(tmp_path / "demo_block", spec, workers=1)
+    sheet = pd.read_csv(SHEET, sep="\t", dtype=str, keep_default_na=False)
+    rows = sheet[sheet["block"] == "demo_block"]
+    assert list(rows["slide_id"]) == list(generated["slide_id"])
+    assert list(rows["section"].astype(int)) == list(generated["section"].astype(int))
+    assert [Path(p).name for p in rows["path"]] == [Path(p).name for p in generated["path"]]

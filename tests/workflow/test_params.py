@@ -44,6 +44,11 @@ BLOCKS = {
     ("mil", "preprocessing"): ("pathpipe.mil.preprocessing", "PreprocessingParams", ()),
     ("mil", "explain"): ("pathpipe.mil.params", "ExplainParams", ()),
     ("mil", "heatmap"): ("pathpipe.mil.params", "HeatmapParams", ()),
+    ("reconstruction",): (
+        "pathpipe.reconstruction.params",
+        "ReconstructionParams",
+        ("enabled", "cells"),
+    ),
 }
 
 # The keys the comparison reads; descriptions are free text.

@@ -27,6 +27,7 @@ os.environ.setdefault("PATHPIPE_SOURCE", str(workflow.basedir))
 
 wildcard_constraints:
     slide=r"[A-Za-z0-9_-]+",
+    block=r"[A-Za-z0-9_-]+",
 
 # Sheet columns that hold text even when every value looks like a number
 # (patient "007" must stay "007"). mpp and section are parsed as numbers.
@@ -186,6 +187,7 @@ def stage_outputs(wildcards):
         "results/cohort/tiling_summary.tsv",
         "results/cohort/segmentation_summary.tsv",
         *(mil_outputs() if config["mil"]["enabled"] else []),
+        *reconstruction_outputs(),
     ]
 
 
@@ -275,6 +277,87 @@ def mil_gpus(wildcards):
     trains on CPU nodes in minutes; `auto` still uses a GPU the job happens to see.
     """
     return int(config["mil"]["device"].startswith("cuda"))
+
+
+# ---- stage reconstruction ------------------------------------------------------
+
+
+# Files of one block in results/reconstruction/{block}/: `pathpipe reconstruction
+# run`, then `pathpipe reconstruction figures` (figures/ and the 3D viewer), and
+# cells.parquet when reconstruction.cells is on.
+RECONSTRUCTION_FILES = [
+    "registration.tsv",
+    "transforms.json",
+    "points.ply",
+    "volume.zarr",
+    "mesh.ply",
+    "summary.json",
+]
+RECONSTRUCTION_FIGURES = ["figures/pairs.png", "figures/slices.png", "figures/view3d.png"]
+
+
+def blocks():
+    """Block ids of the sheet's `block` column, sorted; none when the stage is disabled.
+
+    Slides without a block (an empty cell) belong to none and are not reconstructed.
+    """
+    if not config["reconstruction"]["enabled"] or "block" not in SLIDES.columns:
+        return []
+    return sorted(SLIDES["block"].dropna().unique())
+
+
+def block_slides(block):
+    """Slide ids of one block, in section order."""
+    rows = SLIDES.loc[SLIDES["block"] == block]
+    if rows.empty:
+        raise WorkflowError(
+            f"block {block!r} is not in the slide sheet {config['slides']!r}; "
+            f"blocks there: {blocks()}"
+        )
+    return rows.sort_values("section")["slide_id"].tolist()
+
+
+def reconstruction_outputs():
+    """Every output of the reconstruction stage: each block's files, figures and viewer."""
+    names = [*RECONSTRUCTION_FILES, *RECONSTRUCTION_FIGURES, "viewer.html"]
+    if config["reconstruction"]["cells"]:
+        names.append("cells.parquet")
+    return expand("results/reconstruction/{block}/{name}", block=blocks(), name=names)
+
+
+def block_tissue_files(wildcards):
+    """Input function: tissue.png and tissue.json of each slide of ``wildcards.block``."""
+    check_slide_files()
+    return expand(
+        ["results/{slide}/tissue.png", "results/{slide}/tissue.json"],
+        slide=block_slides(wildcards.block),
+    )
+
+
+def block_mask_files(wildcards):
+    """Input function: what the block's layers are made of.
+
+    The tissue stage's files always (they give each mask's µm/px); the nuclei tables
+    too when reconstruction.mask is ``phenotype:<class>`` (density of that class).
+    """
+    files = block_tissue_files(wildcards)
+    if config["reconstruction"]["mask"].startswith("phenotype:"):
+        files += block_nuclei_tables(wildcards)
+    return files
+
+
+def block_nuclei_tables(wildcards):
+    """Input function: nuclei.parquet of each slide of ``wildcards.block``."""
+    check_slide_files()
+    return expand("results/{slide}/nuclei.parquet", slide=block_slides(wildcards.block))
+
+
+def block_sections(wildcards):
+    """Params function: the block's `slide_id:section` pairs, so a changed order reruns it."""
+    rows = SLIDES.loc[block_slides(wildcards.block)]
+    return " ".join(
+        f"{s}:{n if pd.isna(n) else int(n)}" for s, n in zip(rows["slide_id"], rows["section"])
+    )
 
 
 # ---- command-line arguments --------------------------------------------------

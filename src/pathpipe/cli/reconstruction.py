@@ -1,10 +1,11 @@
-"""``pathpipe reconstruction run|warp|cells``: the reconstruction stage's commands.
+"""``pathpipe reconstruction run|warp|cells|figures``: the reconstruction stage's commands.
 
-run    one block of serial sections: registration.tsv, transforms.json, points.ply,
-       volume.zarr, mesh.ply, summary.json
-warp   points (a table) or QuPath GeoJSON of one section (µm or pixels) into the
-       block frame (x, y, z µm)
-cells  every nucleus of a block's sections in block coordinates: cells.parquet
+run      one block of serial sections: registration.tsv, transforms.json, points.ply,
+         volume.zarr, mesh.ply, summary.json
+warp     points (a table) or QuPath GeoJSON of one section (µm or pixels) into the
+         block frame (x, y, z µm)
+cells    every nucleus of a block's sections in block coordinates: cells.parquet
+figures  a block's report figures (pairs, slices, 3D view) and its 3D viewer page
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def add_parser(sub: Any) -> None:
     )
     q.add_argument("--out", required=True, type=Path, help="cells.parquet to write")
 
+    q = add_verb(
+        verbs, "figures", "draw a block's report figures and its 3D viewer page", _cmd_figures
+    )
+    q.add_argument("--dir", required=True, type=Path, help="the block's `run` output folder")
+    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
+    q.add_argument("--block", required=True, help="the block")
+    q.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        help="results folder holding {slide_id}/tissue.png and tissue.json",
+    )
+    q.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="folder of pairs.png, slices.png, view3d.png (default: DIR/figures)",
+    )
+    q.add_argument(
+        "--viewer", type=Path, default=None, help="also write the 3D viewer page (HTML) here"
+    )
+
 
 def _mpp(text: str) -> float | tuple[float, float]:
     try:
@@ -117,3 +140,19 @@ def _cmd_cells(args: argparse.Namespace) -> None:
     from pathpipe.reconstruction.cells import run_cells
 
     run_cells(args.transforms, args.sheet, args.block, args.results, args.out)
+
+
+def _cmd_figures(args: argparse.Namespace) -> None:
+    from pathpipe.reconstruction.figures import run_reconstruction_figures
+
+    out_dir = args.out_dir if args.out_dir is not None else args.dir / "figures"
+    drawn = run_reconstruction_figures(
+        args.dir, args.sheet, args.block, args.results, out_dir, viewer=args.viewer
+    )
+    log.info(
+        "reconstruction figures: block %s: %d pairs in %s%s",
+        args.block,
+        len(drawn["pairs"]),
+        out_dir,
+        f", viewer {args.viewer}" if args.viewer else "",
+    )
