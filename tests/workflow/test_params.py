@@ -3,7 +3,8 @@
 Every parameter dataclass declares its fields with :func:`pathpipe.params.param`
 (default, bounds, help). These tests fail when ``workflow/schemas/config.schema.yaml``
 disagrees with a dataclass on a default, a type, a bound or the allowed values,
-when a config key has no field (or is not listed as workflow-only below), and when
+when a config key has no field (or is not listed as workflow-only below), when a
+field has no config key (so a new parameter cannot miss the workflow), and when
 a generated command-line option does not default to the field's default.
 """
 
@@ -50,6 +51,9 @@ BLOCKS = {
         ("enabled", "cells"),
     ),
 }
+
+# Fields no config block sets: the workflow passes the top-level `seed` itself.
+NOT_IN_BLOCK = {"seed"}
 
 # The keys the comparison reads; descriptions are free text.
 COMPARED = (
@@ -109,9 +113,11 @@ def test_schema_block_equals_the_dataclass(path: tuple[str, ...]) -> None:
         f"config keys {sorted(set(schema) - set(extra) - set(derived))} of {'.'.join(path)} "
         f"have no field in {cls.__name__}"
     )
+    missing = sorted(set(derived) - set(schema) - NOT_IN_BLOCK)
+    assert not missing, f"fields {missing} of {cls.__name__} have no key in {'.'.join(path)}"
     for name, prop in derived.items():
         if name not in schema or name in extra:
-            continue  # a field the config does not set (e.g. the top-level seed)
+            continue  # a field the config does not set here (the top-level seed)
         assert _comparable(schema[name]) == _comparable(prop), f"{'.'.join(path)}.{name}"
 
 

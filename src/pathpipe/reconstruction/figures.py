@@ -455,7 +455,8 @@ def run_reconstruction_figures(
         What was drawn: the pairs with their Dice before and after, the slices'
         centre, the z factor of the 3D views.
     """
-    from pathpipe.reconstruction.inputs import load_section_mask, mask_mpp, sections_from_sheet
+    from pathpipe.reconstruction.inputs import sections_from_sheet
+    from pathpipe.reconstruction.masks import section_mask
     from pathpipe.reconstruction.readers import read_mesh_ply, read_points_ply, read_volume
     from pathpipe.reconstruction.viewer import write_viewer
     from pathpipe.reconstruction.warp import read_transforms
@@ -469,13 +470,14 @@ def run_reconstruction_figures(
     records = {int(r["section"]): r for r in transforms["sections"]}
     masks = {int(s.section): s for s in sections_from_sheet(sheet, block, results)}
     present = [k for k in sorted(masks) if Path(masks[k].mask_path).is_file() and k in records]
+    source = transforms.get("mask", "tissue")  # the layers' masks, as the run made them
+    threshold = transforms.get("phenotype_threshold", 0.5)
     pairs = []
     for lo, up in itertools.pairwise(present):
         sides = [
-            (k, load_section_mask(masks[k].mask_path), mask_mpp(masks[k].mask_mpp),
-             records[k]["transform"])
+            (k, *section_mask(masks[k], source, threshold=threshold), records[k]["transform"])
             for k in (lo, up)
-        ]  # fmt: skip
+        ]
         flags = [f"{k}: {records[k]['flag']}" for k in (lo, up) if records[k]["flag"]]
         pairs.append(pair_panels(*sides, grid, flag="; ".join(flags)))
     draw_pairs(pairs, out_dir / "pairs.png", block=block, step_um=grid.spacing_um[1])

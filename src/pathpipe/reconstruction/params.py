@@ -99,6 +99,15 @@ class ReconstructionParams:
     reference : {"bottom", "largest"}
         The section whose frame is the block frame and from which layers are
         registered (see :data:`REFERENCES`).
+    refine : {"none", "colour", "intensity"}
+        Refinement of each placement where the sections have images (see
+        :mod:`~pathpipe.reconstruction.intensity`): none, Open3D's coloured ICP,
+        or the normalised cross-correlation of the stain-normalised optical density,
+        scored against the two registered sections below.
+    phenotype_threshold : float
+        ``mask: phenotype:<class>``: a pixel is in the layer where the class's
+        nuclei per mm² reach this fraction of the section's 95th percentile of
+        tile densities (:func:`~pathpipe.reconstruction.masks.phenotype_mask`).
 
     Notes
     -----
@@ -158,6 +167,12 @@ class ReconstructionParams:
         "intensity",
         "refinement where sections have images: none, colour (coloured ICP) or intensity",
         choices=REFINES,
+    )
+    phenotype_threshold: float = param(
+        0.5,
+        "mask phenotype:<class>: density share of the 95th percentile of tiles in the layer",
+        gt=0,
+        le=1,
     )
 
     def __post_init__(self) -> None:

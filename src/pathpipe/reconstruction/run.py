@@ -115,6 +115,11 @@ def _check_sections(sections: list[SectionInput], block: str) -> None:
         )
 
 
+def _mask(s: SectionInput, params: ReconstructionParams) -> tuple[np.ndarray, tuple[float, float]]:
+    """The section's layer mask from ``params.mask`` and its µm/px (:mod:`.masks`)."""
+    return section_mask(s, params.mask, threshold=params.phenotype_threshold)
+
+
 def _layer(
     s: SectionInput | None,
     params: ReconstructionParams,
@@ -127,7 +132,7 @@ def _layer(
     """
     if s is None:
         return None
-    mask, mpp = section_mask(s, params.mask)  # mask source (masks.py)
+    mask, mpp = _mask(s, params)
     mpps[int(s.section)] = mpp
     rgb = slide_rgb(s.slide_path, mask.shape, mpp) if colour else None
     return layer_points(mask, mpp, params.working_mpp, rgb=rgb)
@@ -151,7 +156,7 @@ def _chains(
         if s is None:
             areas.append(0.0)
             continue
-        mask, mpp = section_mask(s, params.mask)
+        mask, mpp = _mask(s, params)
         areas.append(float(mask.sum()) * mpp[0] * mpp[1])
     m = int(np.argmax(areas))
     usable = [a / params.working_mpp**2 >= MIN_POINTS for a in areas]
@@ -163,10 +168,15 @@ def _chains(
 
 
 def _plane(
-    s: SectionInput, transform: RigidTransform2D, grid: VolumeGrid, *, colour: bool, source: str
+    s: SectionInput,
+    transform: RigidTransform2D,
+    grid: VolumeGrid,
+    *,
+    colour: bool,
+    params: ReconstructionParams,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A section's mask (and RGB, ``(3, Y, X)``) resampled on a plane of ``grid``."""
-    mask, mpp = section_mask(s, source)  # mask source (masks.py)
+    mask, mpp = _mask(s, params)
     labels = plane_from_image(mask, mpp, transform, grid)
     if not colour:
         return labels, None
@@ -184,7 +194,7 @@ def _fill_volume(
     labels: Any,
     *,
     colour: bool,
-    source: str = "tissue",
+    params: ReconstructionParams,
 ) -> tuple[list[str], np.ndarray]:
     """Write the registered planes, then fill gaps and patch tears, a few planes at a time.
 
@@ -195,7 +205,7 @@ def _fill_volume(
     for k, (transform, row) in enumerate(zip(transforms, rows, strict=True)):
         if transform is None or any(f in row["flag"] for f in _REJECTED):
             continue
-        plane, rgb = _plane(sections[first + k], transform, grid, colour=colour, source=source)
+        plane, rgb = _plane(sections[first + k], transform, grid, colour=colour, params=params)
         labels[k] = plane.astype(np.uint8)
         if rgb is not None:
             image[:, k] = rgb
@@ -354,7 +364,7 @@ def run_reconstruction(
             image,
             labels,
             colour=colour,
-            source=params.mask,
+            params=params,
         )
         vertices, faces, area_mm2, mesh_mm3 = marching_cubes_slabs(lambda k: labels[k], grid)
     write_mesh_ply(out_dir / "mesh.ply", vertices, faces)
@@ -400,6 +410,7 @@ def run_reconstruction(
             "spacing_um": params.section_spacing,
             "working_mpp": params.working_mpp,
             "mask": params.mask,
+            "phenotype_threshold": params.phenotype_threshold,
             "reference": params.reference,
             "reference_section": reference,
             "frame": (
