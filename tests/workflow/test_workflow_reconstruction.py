@@ -154,6 +154,23 @@ def test_phenotype_mask_waits_for_the_nuclei_tables(tmp_path: Path) -> None:
     assert "--mask phenotype:tumour" in b1
 
 
+def test_annotation_mask_waits_for_the_annotation_files(tmp_path: Path) -> None:
+    rows = [
+        {**row, "annotations": f"{row['slide_id']}.geojson"} if row.get("block") == "b1" else row
+        for row in SHEET
+    ]
+    workdir = _workdir(tmp_path, rows, mask="annotation:tumour")
+    for row in rows[:3]:
+        (workdir / row["annotations"]).write_text('{"type": "FeatureCollection", "features": []}')
+    code, output = _dry_run(workdir)
+    assert code == 0, output
+    jobs = {_block(t): t for t in _jobs(output)["reconstruction"]}
+    inputs = re.search(r"^\s+input: (.*)$", jobs["b1"], flags=re.MULTILINE).group(1)
+    assert all(f"b1_s{k}.geojson" in inputs for k in (0, 1, 3))
+    assert "geojson" not in re.search(r"^\s+input: (.*)$", jobs["b2"], flags=re.MULTILINE).group(1)
+    assert "--mask annotation:tumour" in jobs["b1"]
+
+
 # ---- a real run of the block's rules and the report ------------------------------------
 
 

@@ -98,8 +98,8 @@ def load_slides(sheet_path):
     no_block = slides.loc[block.isna() & section.notna(), "slide_id"].tolist()
     if no_block:
         problems.append(f"slides {no_block} have a section but no block")
-    both = slides[block.notna() & section.notna()]
-    for (b, k), rows in both.groupby([both["block"], both["section"]]):
+    both = block.notna() & section.notna()
+    for (b, k), rows in slides[both].groupby([block[both], section[both]]):
         if len(rows) > 1:
             problems.append(f"{rows['slide_id'].tolist()} share block {b!r} section {k:g}")
     if problems:
@@ -338,11 +338,16 @@ def block_mask_files(wildcards):
     """Input function: what the block's layers are made of.
 
     The tissue stage's files always (they give each mask's µm/px); the nuclei tables
-    too when reconstruction.mask is ``phenotype:<class>`` (density of that class).
+    too when reconstruction.mask is ``phenotype:<class>`` (density of that class), the
+    sheet's `annotations` files when it is ``annotation:<class>``.
     """
     files = block_tissue_files(wildcards)
-    if config["reconstruction"]["mask"].startswith("phenotype:"):
+    mask = config["reconstruction"]["mask"]
+    if mask.startswith("phenotype:"):
         files += block_nuclei_tables(wildcards)
+    elif mask.startswith("annotation:") and "annotations" in SLIDES.columns:
+        paths = SLIDES.loc[block_slides(wildcards.block), "annotations"]
+        files += [p for p in paths if isinstance(p, str) and p]
     return files
 
 

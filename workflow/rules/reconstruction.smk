@@ -8,7 +8,7 @@
 
 rule reconstruction:
     input:
-        sheet=config["slides"],
+        sheet=ancient(config["slides"]),
         masks=block_mask_files,
     output:
         registration=report(
@@ -43,7 +43,7 @@ rule reconstruction:
 
 rule reconstruction_figures:
     input:
-        sheet=config["slides"],
+        sheet=ancient(config["slides"]),
         tissue=block_tissue_files,
         registration="results/reconstruction/{block}/registration.tsv",
         transforms="results/reconstruction/{block}/transforms.json",
@@ -99,7 +99,7 @@ rule reconstruction_figures:
 # in block µm, with its phenotype: the block's transforms applied to the nuclei.
 rule reconstruction_cells:
     input:
-        sheet=config["slides"],
+        sheet=ancient(config["slides"]),
         transforms="results/reconstruction/{block}/transforms.json",
         nuclei=block_nuclei_tables,
     output:
