@@ -27,42 +27,25 @@ then per depth and refine the share of blocks meeting each target.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from machine import describe
 from pathpipe.reconstruction import ReconstructionParams
-from pathpipe.reconstruction.evaluate import TARGETS, evaluate_against_truth, meets_targets
+from pathpipe.reconstruction.evaluate import (
+    TARGETS,
+    evaluate_against_truth,
+    meets_targets,
+    write_threshold_masks,
+)
 from pathpipe.reconstruction.run import run_reconstruction_sheet
 from pathpipe.synthetic.serial import read_serial_truth, write_serial_block
 from pathpipe.synthetic.serial_spec import SerialBlockSpec
 
-MASK_MPP = 4.0
-
-
-def _thumbnail_mask(path: str) -> tuple[np.ndarray, list[float]]:
-    """The test module's mask: blurred grey level below 225 at 4 µm/px, small holes filled."""
-    from scipy import ndimage
-    from skimage.morphology import remove_small_holes
-
-    from pathpipe.io.slide import open_slide
-
-    with open_slide(path) as slide:
-        rgb = slide.thumbnail_at_mpp(MASK_MPP)
-        (w, h), mpp = slide.info.dimensions, slide.info.mpp.x
-    grey = ndimage.gaussian_filter(rgb.astype(np.float32).mean(axis=2), 1.5)
-    mask = remove_small_holes(grey < 225, max_size=8)
-    return mask, [w * mpp / mask.shape[1], h * mpp / mask.shape[0]]
-
 
 def _block(root: Path, seed: int, depth: float) -> dict:
     """Write the block and its masks under ``root``; return its truth."""
-    from PIL import Image
-
     spec = SerialBlockSpec(
         block="blk",
         sections=12,
@@ -73,12 +56,7 @@ def _block(root: Path, seed: int, depth: float) -> dict:
         object_depth=depth,
     )
     sheet = write_serial_block(root / "blk", spec, workers=1)
-    for row in sheet.itertuples():
-        mask, mpp = _thumbnail_mask(row.path)
-        folder = root / "results" / row.slide_id
-        folder.mkdir(parents=True)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "tissue.png")
-        (folder / "tissue.json").write_text(json.dumps({"mask_mpp": mpp}))
+    write_threshold_masks(zip(sheet["slide_id"], sheet["path"], strict=True), root / "results")
     return read_serial_truth(root / "blk")
 
 

@@ -8,7 +8,6 @@ thumbnails as in ``test_reconstruction_run.py``) reconstructed once, on which
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -123,23 +122,9 @@ def test_pair_panels_after_registration_overlap_exactly() -> None:
 # ---- a generated block ------------------------------------------------------------
 
 
-def _thumbnail_mask(path: str, mask_mpp: float) -> tuple[np.ndarray, list[float]]:
-    from scipy import ndimage
-
-    from pathpipe.io.slide import open_slide
-
-    with open_slide(path) as slide:
-        rgb = slide.thumbnail_at_mpp(mask_mpp)
-        (w, h), mpp = slide.info.dimensions, slide.info.mpp.x
-    grey = ndimage.gaussian_filter(rgb.astype(np.float32).mean(axis=2), 1.5)
-    mask = ndimage.binary_fill_holes(grey < 225)
-    return mask, [w * mpp / mask.shape[1], h * mpp / mask.shape[0]]
-
-
 @pytest.fixture(scope="module")
 def block(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from PIL import Image
-
+    from pathpipe.reconstruction.evaluate import write_threshold_masks
     from pathpipe.reconstruction.params import ReconstructionParams
     from pathpipe.reconstruction.run import run_reconstruction_sheet
     from pathpipe.synthetic.serial import write_serial_block
@@ -148,12 +133,8 @@ def block(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("recon_figures")
     spec = SerialBlockSpec(block="blk", sections=5, spacing_um=20.0, size=512, mpp=4.0, seed=1)
     sheet = write_serial_block(root / "blk", spec, workers=1)
-    for row in sheet.itertuples():
-        mask, mpp = _thumbnail_mask(row.path, 8.0)
-        folder = root / "results" / row.slide_id
-        folder.mkdir(parents=True)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "tissue.png")
-        (folder / "tissue.json").write_text(json.dumps({"mask_mpp": mpp}))
+    slides = zip(sheet["slide_id"], sheet["path"], strict=True)
+    write_threshold_masks(slides, root / "results", mask_mpp=8.0)
     out = root / "results" / "reconstruction" / "blk"
     params = ReconstructionParams(section_spacing=20.0, working_mpp=16.0)
     run_reconstruction_sheet(

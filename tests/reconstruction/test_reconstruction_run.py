@@ -25,7 +25,11 @@ import pytest
 from pathpipe.cli import main
 from pathpipe.errors import ConfigError
 from pathpipe.reconstruction import ReconstructionParams
-from pathpipe.reconstruction.evaluate import evaluate_against_truth, truth_transforms
+from pathpipe.reconstruction.evaluate import (
+    evaluate_against_truth,
+    truth_transforms,
+    write_threshold_masks,
+)
 from pathpipe.reconstruction.inputs import sections_from_sheet
 from pathpipe.reconstruction.register import ROW_COLUMNS
 from pathpipe.reconstruction.run import run_reconstruction_sheet
@@ -39,35 +43,13 @@ pytestmark = pytest.mark.slow
 
 SPEC = SerialBlockSpec(block="blk", sections=12, spacing_um=20.0, size=1024, mpp=2.0, seed=3)
 PARAMS = ReconstructionParams(section_spacing=20.0, working_mpp=8.0)
-MASK_MPP = 4.0
 FILES = ("registration.tsv", "transforms.json", "points.ply", "volume.zarr", "mesh.ply")
-
-
-def _thumbnail_mask(path: str) -> tuple[np.ndarray, list[float]]:
-    from scipy import ndimage
-    from skimage.morphology import remove_small_holes
-
-    from pathpipe.io.slide import open_slide
-
-    with open_slide(path) as slide:
-        rgb = slide.thumbnail_at_mpp(MASK_MPP)
-        (w, h), mpp = slide.info.dimensions, slide.info.mpp.x
-    grey = ndimage.gaussian_filter(rgb.astype(np.float32).mean(axis=2), 1.5)
-    mask = remove_small_holes(grey < 225, max_size=8)
-    return mask, [w * mpp / mask.shape[1], h * mpp / mask.shape[0]]
 
 
 def _reconstruct(root: Path, spec: SerialBlockSpec) -> dict:
     """Write ``spec``'s block and its masks under ``root``; reconstruct it with ``PARAMS``."""
-    from PIL import Image
-
     sheet = write_serial_block(root / "blk", spec, workers=1)
-    for row in sheet.itertuples():
-        mask, mpp = _thumbnail_mask(row.path)
-        folder = root / "results" / row.slide_id
-        folder.mkdir(parents=True)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "tissue.png")
-        (folder / "tissue.json").write_text(json.dumps({"mask_mpp": mpp}))
+    write_threshold_masks(zip(sheet["slide_id"], sheet["path"], strict=True), root / "results")
     out = root / "out"
     summary = run_reconstruction_sheet(
         root / "blk" / "slides.tsv", "blk", root / "results", out, params=PARAMS

@@ -22,12 +22,19 @@ pixel ``j``'s centre at ``j × mpp``; our masks put it half a pixel further, so
   (``A_k T'_k⁻¹``): it checks the resampling alone, whatever the registration.
 * Volume: our labels' volume (plane areas integrated over z by the trapezoid
   rule, as the stage's ``volume_mm3``) over the truth's tissue volume.
+
+:func:`write_threshold_masks` gives a generated block's sections the tissue
+stage's files (``tissue.png``, ``tissue.json``) from a grey-level threshold that
+keeps the ducts open, so the tests and the benchmark reconstruct blocks without
+running the workflow.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,13 @@ from pathpipe.errors import StorageError
 from pathpipe.reconstruction.transforms import RigidTransform2D, rotation_error_deg
 from pathpipe.reconstruction.warp import read_transforms
 
-__all__ = ["TARGETS", "evaluate_against_truth", "meets_targets", "truth_transforms"]
+__all__ = [
+    "TARGETS",
+    "evaluate_against_truth",
+    "meets_targets",
+    "truth_transforms",
+    "write_threshold_masks",
+]
 
 #: Issue #12's targets: median rotation error (°), median displacement error
 #: (working px), every mirror right, Dice from the reference section.
@@ -212,3 +225,44 @@ def meets_targets(result: dict[str, Any]) -> dict[str, bool]:
     }
     met["all"] = all(met.values())
     return met
+
+
+def write_threshold_masks(
+    slides: Iterable[tuple[str, str | os.PathLike]],
+    results_dir: str | os.PathLike,
+    *,
+    mask_mpp: float = 4.0,
+) -> None:
+    """Write ``{results_dir}/{slide_id}/tissue.png`` and ``tissue.json`` for each slide.
+
+    The mask is the slide's thumbnail at ``mask_mpp`` µm/px, grey level (mean of
+    R, G, B, Gaussian-blurred by 1.5 px) below 225, with holes under 8 px filled
+    (the ducts stay open). ``tissue.json`` records the mask's µm/px per axis, as
+    the tissue stage does.
+
+    Parameters
+    ----------
+    slides : iterable of (slide_id, path)
+        E.g. the rows of the sheet :func:`pathpipe.synthetic.serial.write_serial_block` returns.
+    results_dir : path-like
+        Results root; each slide's folder is created.
+    mask_mpp : float
+        µm per mask pixel.
+    """
+    from PIL import Image
+    from scipy import ndimage
+    from skimage.morphology import remove_small_holes
+
+    from pathpipe.io.slide import open_slide
+
+    for slide_id, path in slides:
+        with open_slide(path) as slide:
+            rgb = slide.thumbnail_at_mpp(mask_mpp)
+            (w, h), mpp = slide.info.dimensions, slide.info.mpp.x
+        grey = ndimage.gaussian_filter(rgb.astype(np.float32).mean(axis=2), 1.5)
+        mask = remove_small_holes(grey < 225, max_size=8)
+        folder = Path(results_dir) / slide_id
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "tissue.png")
+        record = {"mask_mpp": [w * mpp / mask.shape[1], h * mpp / mask.shape[0]]}
+        (folder / "tissue.json").write_text(json.dumps(record))
