@@ -33,6 +33,7 @@ from pathpipe.reconstruction.evaluate import (
 from pathpipe.reconstruction.inputs import sections_from_sheet
 from pathpipe.reconstruction.register import ROW_COLUMNS
 from pathpipe.reconstruction.run import run_reconstruction_sheet
+from pathpipe.reconstruction.stain_check import STAIN_ANGLE_DEG
 from pathpipe.reconstruction.transforms import RigidTransform2D
 from pathpipe.reconstruction.volume import TORN_AREA_RATIO, area_ratio, interpolate_plane
 from pathpipe.reconstruction.warp import read_transforms, run_warp, warp_points
@@ -143,6 +144,15 @@ def test_the_torn_section_is_flagged_and_patched(block) -> None:
     assert others == []
     table = pd.read_csv(block["out"] / "registration.tsv", sep="\t", keep_default_na=False)
     assert table.loc[table["section"] == 1, "flag"].item() == "torn"
+
+
+def test_no_section_of_one_stain_is_flagged_stain(block) -> None:
+    """Every section is stained alike up to its strength (log sd 0.15): no ``stain``
+    flag, every section's OD direction within half the threshold of the block's."""
+    layers = [layer for layer in block["summary"]["layers"] if "stain_angle_deg" in layer]
+    assert len(layers) == SPEC.sections - 1  # all but the missing one
+    assert all("stain" not in layer["flag"] for layer in layers)
+    assert max(layer["stain_angle_deg"] for layer in layers) < STAIN_ANGLE_DEG / 2
 
 
 def test_missing_section_is_flagged_and_interpolated(block) -> None:

@@ -12,7 +12,9 @@ writes into ``out_dir`` (each file atomically):
     from the sheet is a ``missing`` row): ``section``, ``slide_id`` and the
     columns of :data:`~pathpipe.reconstruction.register.ROW_COLUMNS` (rotation
     in degrees, translation in µm, mirrored, fitness, inlier RMSE in µm, points
-    used, seconds, flag); ``torn`` is added to the flag of a torn section.
+    used, seconds, flag); ``torn`` is added to the flag of a torn section,
+    ``stain`` to that of a section stained differently from the block
+    (:mod:`~pathpipe.reconstruction.stain_check`; it stays in the stack).
 ``transforms.json``
     The transforms, as parameters (the format :func:`~pathpipe.reconstruction.warp.read_transforms`
     and ``pathpipe reconstruction warp`` read)::
@@ -78,6 +80,7 @@ from pathpipe.reconstruction.masks import section_mask
 from pathpipe.reconstruction.params import ReconstructionParams, mask_source
 from pathpipe.reconstruction.points import layer_points
 from pathpipe.reconstruction.register import MIN_POINTS, ROW_COLUMNS, iter_register
+from pathpipe.reconstruction.stain_check import STAIN_ANGLE_DEG, stain_angles, stain_direction
 from pathpipe.reconstruction.transforms import RigidTransform2D
 from pathpipe.reconstruction.volume import (
     TORN_AREA_RATIO,
@@ -301,6 +304,7 @@ def run_reconstruction(
     rows: list[dict[str, Any] | None] = [None] * count
     lo_xy, hi_xy = np.full(2, np.inf), np.full(2, -np.inf)
     n_points = 0
+    stains: dict[int, np.ndarray] = {}  # each section's OD direction (stain_check)
     # one layer pair in memory: layers are loaded as the loop asks for them, and each
     # registered layer's points go to a file of their own until points.ply is written
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".points-") as scratch:
@@ -313,6 +317,8 @@ def run_reconstruction(
                 transforms[k - first], rows[k - first] = transform, row
                 if layer is None or transform is None or layer.empty:
                     continue
+                if layer.rgb is not None and (d := stain_direction(layer.rgb)) is not None:
+                    stains[k - first] = d
                 xy = transform.apply(layer.xy)
                 lo_xy, hi_xy = np.minimum(lo_xy, xy.min(axis=0)), np.maximum(hi_xy, xy.max(axis=0))
                 rgb = (
@@ -326,6 +332,10 @@ def run_reconstruction(
                     Path(scratch) / f"{k}-rgb.npy", np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
                 )
                 n_points += len(xy)
+        for i, angle in stain_angles(stains).items():
+            rows[i]["stain_angle_deg"] = angle
+            if angle > STAIN_ANGLE_DEG:
+                rows[i]["flag"] = ";".join(f for f in (rows[i]["flag"], "stain") if f)
         usable = sum(t is not None for t in transforms)
         if usable < 2:
             raise ConfigError(
@@ -440,7 +450,9 @@ def run_reconstruction(
                 "slide_id": r["slide_id"],
                 "flag": r["flag"],
                 "plane": r["plane"],
-                **({"area_ratio": rows[i]["area_ratio"]} if "area_ratio" in rows[i] else {}),
+                **{
+                    key: rows[i][key] for key in ("area_ratio", "stain_angle_deg") if key in rows[i]
+                },
             }
             for i, r in enumerate(section_records)
         ],
