@@ -375,6 +375,17 @@ def test_bad_input_is_named(block, tmp_path) -> None:
 # ---- pure helpers ---------------------------------------------------------------
 
 
+def test_a_folded_section_is_smaller_than_its_neighbours_mean() -> None:
+    """A strip of 12 of the disc's 40 px folded back over the section: the mask keeps
+    the union, so the section covers less than its neighbours and is flagged."""
+    yy, xx = np.mgrid[:60, :60]
+    disc = (yy - 30) ** 2 + (xx - 30) ** 2 < 20**2
+    folded = disc & (xx < 38)
+    folded[:, 26:38] |= disc[:, 38:50][:, ::-1]  # the strip beyond x = 38, mirrored onto 26..37
+    assert folded.sum() < disc.sum()
+    assert area_ratio(folded, disc, disc) < TORN_AREA_RATIO
+
+
 def test_a_torn_section_is_smaller_than_its_neighbours_mean() -> None:
     yy, xx = np.mgrid[:60, :60]
     disc = (yy - 30) ** 2 + (xx - 30) ** 2 < 20**2
