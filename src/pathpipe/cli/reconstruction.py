@@ -26,14 +26,7 @@ def add_parser(sub: Any) -> None:
     verbs = add_stage(sub, "reconstruction", "3D reconstruction of a block of serial sections")
 
     q = add_verb(verbs, "run", "register a block's sections and build its 3D model", _cmd_run)
-    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
-    q.add_argument("--block", required=True, help="the block to reconstruct")
-    q.add_argument(
-        "--results",
-        required=True,
-        type=Path,
-        help="results folder holding {slide_id}/tissue.png and tissue.json",
-    )
+    _block_arguments(q, "tissue.png and tissue.json")
     q.add_argument("--out-dir", required=True, type=Path, help="output folder of the block")
     add_options(q.add_argument_group("parameters (config reconstruction)"), ReconstructionParams)
 
@@ -62,28 +55,14 @@ def add_parser(sub: Any) -> None:
 
     q = add_verb(verbs, "cells", "every nucleus of a block in block coordinates", _cmd_cells)
     q.add_argument("--transforms", required=True, type=Path, help="the block's transforms.json")
-    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
-    q.add_argument("--block", required=True, help="the block")
-    q.add_argument(
-        "--results",
-        required=True,
-        type=Path,
-        help="results folder holding {slide_id}/nuclei.parquet and tissue.json",
-    )
+    _block_arguments(q, "nuclei.parquet and tissue.json")
     q.add_argument("--out", required=True, type=Path, help="cells.parquet to write")
 
     q = add_verb(
         verbs, "figures", "draw a block's report figures and its 3D viewer page", _cmd_figures
     )
     q.add_argument("--dir", required=True, type=Path, help="the block's `run` output folder")
-    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
-    q.add_argument("--block", required=True, help="the block")
-    q.add_argument(
-        "--results",
-        required=True,
-        type=Path,
-        help="results folder holding {slide_id}/tissue.png and tissue.json",
-    )
+    _block_arguments(q, "tissue.png and tissue.json")
     q.add_argument(
         "--out-dir",
         type=Path,
@@ -92,6 +71,15 @@ def add_parser(sub: Any) -> None:
     )
     q.add_argument(
         "--viewer", type=Path, default=None, help="also write the 3D viewer page (HTML) here"
+    )
+
+
+def _block_arguments(q: argparse.ArgumentParser, reads: str) -> None:
+    """``--sheet``, ``--block`` and ``--results`` (whose per-slide files the verb ``reads``)."""
+    q.add_argument("--sheet", required=True, type=Path, help="slide sheet TSV (block, section)")
+    q.add_argument("--block", required=True, help="the block")
+    q.add_argument(
+        "--results", required=True, type=Path, help=f"results folder holding {{slide_id}}/{reads}"
     )
 
 
